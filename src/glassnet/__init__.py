@@ -1,0 +1,7 @@
+"""glassnet: a see-through neural-network library in NumPy."""
+
+from glassnet import functional, nn
+from glassnet.gradcheck import GradcheckResult, gradcheck
+
+__version__ = "0.1.0"
+__all__ = ["GradcheckResult", "__version__", "functional", "gradcheck", "nn"]

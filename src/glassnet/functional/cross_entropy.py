@@ -1,0 +1,386 @@
+"""Cross-entropy on logits, its fused gradient, and the long way round through the Jacobian.
+
+Shapes follow ``torch.nn.functional.cross_entropy``:
+    logits          (C,), (N, C) or (N, C, d1, ..., dk); classes on axis 1 (axis 0 unbatched)
+    index target    integers of shape (), (N,) or (N, d1, ..., dk), each in [0, C) or ignore_index
+    prob. target    floats of the logits' shape (class probabilities, "soft labels")
+    weight          (C,)
+    loss            reduction "none": the index-target shape; "mean" / "sum": ()
+
+Inside, logits are viewed as M rows of C classes (M = N * d1 * ... * dk). Every row's loss is
+``L = -sum_c t_c * log p_c`` for an effective target ``t`` (weights and label smoothing folded in),
+so its gradient is ``dL/dz = p * sum(t) - t``: ``p - y`` for a plain one-hot target.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from glassnet.functional._checks import as_float_array, check_reduction, compute_dtype
+from glassnet.functional.softmax import _exp_and_sum, _shift_by_max, softmax, softmax_jacobian
+
+Reduction = Literal["none", "mean", "sum"]
+AllIgnored = Literal["nan", "zero"]
+
+
+@dataclass
+class _Rows:
+    """Validated logits and target, flattened to rows of C classes (class axis last)."""
+
+    logits: np.ndarray  # (M, C), compute dtype
+    labels: np.ndarray | None  # (M,) int64 class indices; ignored rows hold 0
+    keep: np.ndarray | None  # (M,) bool; False where the target is ignore_index
+    probs_target: np.ndarray | None  # (M, C), compute dtype
+    loss_shape: tuple[int, ...]
+    logits_shape: tuple[int, ...]
+    logits_dtype: np.dtype
+
+
+@dataclass
+class CrossEntropyCache:
+    """What the forward pass keeps so the backward pass needs no second look at the logits."""
+
+    exps: np.ndarray  # (M, C) exp(z - max z), unnormalised
+    sums: np.ndarray  # (M, 1) row sums of exps (1 for all-masked rows)
+    labels: np.ndarray | None  # sparse path: (M,) class indices
+    coef: np.ndarray | None  # sparse path: (M,) weight of the target class, 0 if not counted
+    dense_target: np.ndarray | None  # dense path: (M, C) effective target, 0 on masked classes
+    denominator: float  # what "mean" divides by
+    rows: _Rows
+    reduction: str
+    all_ignored: str
+
+
+def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
+    logits = as_float_array(logits, "logits")
+    if logits.ndim == 0:
+        raise ValueError("logits must have a class axis: shape (C,), (N, C) or (N, C, d1, ...)")
+    unbatched = logits.ndim == 1
+    num_classes = logits.shape[0 if unbatched else 1]
+    if num_classes == 0:
+        raise ValueError(f"logits of shape {logits.shape} have no classes (C = 0)")
+    dtype = compute_dtype(logits.dtype)
+    # Move classes to the last axis: (N, C, d1..dk) -> (N, d1..dk, C) -> (M, C)
+    moved = logits if unbatched else np.moveaxis(logits, 1, -1)
+    flat = moved.reshape(-1, num_classes).astype(dtype, copy=False)
+    index_shape = () if unbatched else logits.shape[:1] + logits.shape[2:]
+
+    target = np.asarray(target)
+    if target.shape == logits.shape:
+        if not np.issubdtype(target.dtype, np.floating):
+            raise TypeError(
+                f"target has the logits' shape {logits.shape}, so it is read as class "
+                f"probabilities and must be floating-point, got dtype {target.dtype}; "
+                f"pass class indices of shape {index_shape} or a float (one-hot) array"
+            )
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} is not supported with probability targets "
+                "(as in PyTorch); give ignored positions zero probability instead"
+            )
+        probs = np.moveaxis(target, 0 if unbatched else 1, -1).reshape(-1, num_classes)
+        return _Rows(flat, None, None, probs.astype(dtype), index_shape, logits.shape, logits.dtype)
+
+    if target.shape != index_shape:
+        raise ValueError(
+            f"target of shape {target.shape} does not fit logits of shape {logits.shape}: "
+            f"expected class indices of shape {index_shape} or probabilities of shape "
+            f"{logits.shape}"
+        )
+    if not np.issubdtype(target.dtype, np.integer):
+        raise TypeError(
+            f"class-index target must have an integer dtype, got {target.dtype}; "
+            f"probability targets must have the logits' shape {logits.shape}"
+        )
+    labels = target.reshape(-1).astype(np.int64)
+    keep = labels != ignore_index
+    bad = keep & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad)), index_shape) if index_shape else ()
+        raise ValueError(
+            f"target holds class {labels[bad][0]} at position {tuple(map(int, where))}; "
+            f"class indices must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
+        )
+    labels = np.where(keep, labels, 0)
+    return _Rows(flat, labels, keep, None, index_shape, logits.shape, logits.dtype)
+
+
+def _check_options(ignore_index, reduction, label_smoothing, all_ignored) -> None:
+    check_reduction(reduction)
+    if all_ignored not in ("nan", "zero"):
+        raise ValueError(f"{all_ignored=} must be 'nan' or 'zero'")
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing!r} must be a number in [0.0, 1.0]")
+
+
+def _check_weight(weight: object, num_classes: int, dtype: np.dtype) -> np.ndarray | None:
+    if weight is None:
+        return None
+    weight = np.asarray(weight)
+    if not np.issubdtype(weight.dtype, np.number) or np.iscomplexobj(weight):
+        raise TypeError(f"weight must be a real-valued array, got dtype {weight.dtype}")
+    if weight.shape != (num_classes,):
+        raise ValueError(
+            f"weight must have shape (C,) = ({num_classes},), one entry per class, "
+            f"got shape {weight.shape}"
+        )
+    return weight.astype(dtype)
+
+
+def _dense_target(rows: _Rows, masked: np.ndarray, weight, label_smoothing: float) -> np.ndarray:
+    """The effective target t (M, C): smoothed over the unmasked classes, then weighted."""
+    dtype = rows.logits.dtype
+    allowed = ~masked
+    # Label smoothing spreads its mass over the classes that are not masked.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(allowed, 1.0 / allowed.sum(axis=1, keepdims=True), 0.0)
+    if rows.probs_target is not None:
+        target = rows.probs_target * (1 - label_smoothing) + label_smoothing * spread
+    else:
+        target = label_smoothing * spread
+        target[np.arange(len(target)), rows.labels] += 1 - label_smoothing
+        target[~rows.keep] = 0
+    if weight is not None:
+        target = target * weight
+    return target.astype(dtype, copy=False)
+
+
+def cross_entropy_forward(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    all_ignored: AllIgnored = "nan",
+) -> tuple[np.ndarray, CrossEntropyCache]:
+    """:func:`cross_entropy`, plus the cache for :func:`cross_entropy_backward_from_cache`."""
+    _check_options(ignore_index, reduction, label_smoothing, all_ignored)
+    rows = _to_rows(logits, target, ignore_index)
+    weight = _check_weight(weight, rows.logits.shape[1], rows.logits.dtype)
+    shifted, _ = _shift_by_max(rows.logits, axis=1)  # z - max z, a fresh (M, C) array
+
+    if rows.labels is not None and label_smoothing == 0:
+        # Sparse path: only the target class of each row matters. loss = w_y * (log sum e^z - z_y)
+        shifted_at_target = shifted[np.arange(len(shifted)), rows.labels]
+        exps, sums = _exp_and_sum(shifted, axis=1)
+        class_weight = np.ones_like(shifted_at_target) if weight is None else weight[rows.labels]
+        class_weight[~rows.keep] = 0
+        with np.errstate(invalid="ignore"):  # 0 * inf on ignored rows is resolved just below
+            row_loss = class_weight * (np.log(sums[:, 0]) - shifted_at_target)
+        row_loss[class_weight == 0] = 0
+        # A masked target class (z_y = -inf) gives an infinite loss and no usable gradient.
+        coef = np.where(shifted_at_target == -np.inf, 0, class_weight)
+        dense = None
+        denominator = float(class_weight.sum(dtype=np.float64))
+        labels = rows.labels
+    else:
+        masked = shifted == -np.inf
+        dense = _dense_target(rows, masked, weight, label_smoothing)
+        exps, sums = _exp_and_sum(shifted.copy(), axis=1)
+        neg_log_probs = np.log(sums) - shifted
+        # Sum t_c * (-log p_c) over the classes the target touches (0 * inf counts as 0).
+        products = np.multiply(dense, neg_log_probs, out=np.zeros_like(dense), where=dense != 0)
+        row_loss = products.sum(axis=1)
+        dense[masked] = 0  # masked classes get no gradient
+        coef = labels = None
+        if rows.labels is not None:
+            class_weight = np.ones(len(shifted)) if weight is None else weight[rows.labels]
+            denominator = float(np.where(rows.keep, class_weight, 0).sum(dtype=np.float64))
+        else:
+            denominator = float(len(shifted))
+
+    cache = CrossEntropyCache(
+        exps, sums, labels, coef, dense, denominator, rows, reduction, all_ignored
+    )
+    return _reduce(row_loss, cache), cache
+
+
+def _reduce(row_loss: np.ndarray, cache: CrossEntropyCache) -> np.ndarray:
+    dtype = cache.rows.logits_dtype
+    if cache.reduction == "none":
+        return row_loss.reshape(cache.rows.loss_shape).astype(dtype)
+    total = row_loss.sum(dtype=np.float64)
+    if cache.reduction == "sum":
+        return np.asarray(total, dtype=dtype)
+    if cache.denominator == 0:
+        return np.asarray(0.0 if cache.all_ignored == "zero" else np.nan, dtype=dtype)
+    return np.asarray(total / cache.denominator, dtype=dtype)
+
+
+def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
+    """dL_total/dL_row for every row: grad_output spread by the reduction, shape (M, 1)."""
+    dtype = cache.exps.dtype
+    grad_output = np.asarray(grad_output, dtype=np.float64)
+    num_rows = cache.exps.shape[0]
+    if cache.reduction == "none":
+        if grad_output.ndim and grad_output.shape != cache.rows.loss_shape:
+            raise ValueError(
+                f"grad_output of shape {grad_output.shape} must have the loss's shape "
+                f"{cache.rows.loss_shape} (reduction='none') or be a scalar"
+            )
+        scale = np.broadcast_to(grad_output, cache.rows.loss_shape).reshape(num_rows, 1)
+        return scale.astype(dtype)
+    if grad_output.ndim:
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={cache.reduction!r}, "
+            f"got shape {grad_output.shape}"
+        )
+    if cache.reduction == "mean":
+        # With nothing to average over, the loss does not depend on the logits at all.
+        if cache.denominator == 0:
+            return np.zeros((num_rows, 1), dtype)
+        grad_output = grad_output / cache.denominator
+    return np.full((num_rows, 1), grad_output, dtype)
+
+
+def cross_entropy_backward_from_cache(
+    cache: CrossEntropyCache, grad_output: object = 1.0
+) -> np.ndarray:
+    """dL/dlogits from the cache of :func:`cross_entropy_forward`; the cache is left intact."""
+    scale = _row_scale(cache, grad_output)
+    if cache.dense_target is None:
+        # dL/dz = w_y * (p - onehot(y)), scaled by the reduction
+        row_coef = scale * cache.coef[:, None]
+        grad = cache.exps * (row_coef / cache.sums)
+        grad[np.arange(len(grad)), cache.labels] -= row_coef[:, 0]
+    else:
+        # dL/dz = p * sum(t) - t, scaled by the reduction
+        target = cache.dense_target
+        grad = cache.exps * (scale * target.sum(axis=1, keepdims=True) / cache.sums)
+        grad -= scale * target
+    return _restore_layout(grad, cache.rows)
+
+
+def _restore_layout(grad: np.ndarray, rows: _Rows) -> np.ndarray:
+    """(M, C) rows back to the logits' layout and dtype."""
+    shape = rows.logits_shape
+    if len(shape) <= 2:
+        return grad.reshape(shape).astype(rows.logits_dtype, copy=False)
+    moved = grad.reshape(shape[:1] + shape[2:] + shape[1:2])
+    return np.ascontiguousarray(np.moveaxis(moved, -1, 1), dtype=rows.logits_dtype)
+
+
+def cross_entropy(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    all_ignored: AllIgnored = "nan",
+) -> np.ndarray:
+    """Cross-entropy between softmax(logits) and a target: ``-sum_c t_c * log_softmax(z)_c``.
+
+    Args:
+        logits: z, shape (C,), (N, C) or (N, C, d1, ..., dk); float16/32/64.
+        target: class indices of shape (), (N,) or (N, d1, ..., dk), or class probabilities
+            of the logits' shape.
+        weight: per-class rescaling, shape (C,).
+        ignore_index: index targets equal to this add nothing to the loss or the mean.
+        reduction: "none" (per position), "mean" (sum / summed target weights of the
+            counted positions; for probability targets, / number of positions) or "sum".
+        label_smoothing: epsilon in [0, 1]; the target becomes (1 - eps) * y + eps / C.
+        all_ignored: "nan" (PyTorch) or "zero": what "mean" returns when nothing is counted.
+    Returns:
+        loss, shape () or the index-target shape for "none"; the logits' dtype.
+
+    Matches ``torch.nn.functional.cross_entropy`` option for option. Deviations, for input
+    PyTorch turns into NaN or inf: ignored rows never produce NaN (even with all -inf logits);
+    ``-inf`` (masked) classes get zero gradient and label smoothing spreads its mass over the
+    unmasked classes only; ``all_ignored="zero"``.
+
+    >>> float(cross_entropy(np.array([[-0.8, 1.1, 0.1]]), np.array([1])).round(3))
+    0.417
+    """
+    loss, _ = cross_entropy_forward(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        all_ignored=all_ignored,
+    )
+    return loss
+
+
+def cross_entropy_backward(
+    logits: np.ndarray,
+    target: np.ndarray,
+    grad_output: object = 1.0,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    all_ignored: AllIgnored = "nan",
+) -> np.ndarray:
+    """dL/dlogits of :func:`cross_entropy`, by the fused formula ``p * sum(t) - t``.
+
+    Args:
+        logits, target and the keyword options: as for :func:`cross_entropy`.
+        grad_output: dL_outer/dloss; a scalar, or for reduction "none" an array of the
+            loss's shape.
+    Returns:
+        grad_logits with the logits' shape and dtype. One-hot target, no weights, mean:
+        ``(softmax(z) - onehot(y)) / N``. O(N * C); the softmax Jacobian is never formed.
+
+    Matches ``logits.grad`` after ``F.cross_entropy(logits, target, ...).backward(grad_output)``.
+
+    >>> cross_entropy_backward(np.array([[-0.8, 1.1, 0.1]]), np.array([1])).round(3)
+    array([[ 0.099, -0.341,  0.242]])
+    """
+    _, cache = cross_entropy_forward(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        all_ignored=all_ignored,
+    )
+    return cross_entropy_backward_from_cache(cache, grad_output)
+
+
+def cross_entropy_backward_jacobian(
+    logits: np.ndarray, target: np.ndarray, reduction: Reduction = "mean"
+) -> np.ndarray:
+    """dL/dlogits the long way: ``dL/dp = -y / p``, chained through ``J = diag(p) - p p^T``.
+
+    Args:
+        logits: z, shape (N, C).
+        target: class indices (N,) or probabilities (N, C).
+        reduction: "mean" or "sum" ("none" gives the per-row gradients, as "sum" does).
+    Returns:
+        grad_logits (N, C), equal to :func:`cross_entropy_backward` (no weights, no smoothing).
+
+    For teaching and checking only: it costs O(N * C^2) time and memory, and it divides by
+    probabilities, which fails when one underflows to 0.
+    """
+    check_reduction(reduction)
+    logits = as_float_array(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (N, C), got {logits.shape}")
+    target = np.asarray(target)
+    if target.shape != logits.shape:
+        if target.shape != logits.shape[:1] or not np.issubdtype(target.dtype, np.integer):
+            raise ValueError(
+                f"target must be class indices of shape {logits.shape[:1]} or probabilities "
+                f"of shape {logits.shape}, got {target.dtype} of shape {target.shape}"
+            )
+        target = np.eye(logits.shape[1], dtype=logits.dtype)[target]
+    probs = softmax(logits, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grad_probs = np.where(target == 0, 0, -target / probs)  # dL/dp_i = -y_i / p_i
+    # dL/dz_j = sum_i dL/dp_i * dp_i/dz_j
+    grad = np.einsum("ni,nij->nj", grad_probs, softmax_jacobian(probs))
+    return grad / len(grad) if reduction == "mean" else grad
