@@ -87,3 +87,28 @@ def gradcheck(
         scale = np.maximum(np.maximum(np.abs(grad), np.abs(numeric)), floor)
         errors.append(float(np.max(np.abs(grad - numeric) / scale, initial=0.0)))
     return GradcheckResult(max(errors, default=0.0), tuple(errors), rtol)
+
+
+def gradcheck_layer(layer, x: np.ndarray, **options) -> GradcheckResult:
+    """:func:`gradcheck` of a layer's input gradient and every parameter gradient at once.
+
+    Args:
+        layer: a glassnet Module with float64 parameters (``layer.to(np.float64)``).
+        x: a float64 input batch.
+        options: passed on to :func:`gradcheck` (eps, rtol, floor, rng).
+    Returns:
+        The result; ``errors`` lists the input first, then parameters in
+        ``named_parameters()`` order.
+    """
+    params = layer.parameters()
+
+    def forward(x, *_):  # the parameter arrays are perturbed in place, so the layer sees them
+        return layer.forward(x)
+
+    def backward(grad_out, x, *_):
+        layer.zero_grad()
+        layer.forward(x)
+        grad_x = layer.backward(grad_out)
+        return (grad_x, *(param.grad.copy() for param in params))
+
+    return gradcheck(forward, backward, [x, *(param.data for param in params)], **options)

@@ -1,5 +1,21 @@
 """Layers that hold parameters and the caches their backward passes need."""
 
+from glassnet.nn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax
 from glassnet.nn.loss import CrossEntropyLoss
+from glassnet.nn.models import convnet
+from glassnet.nn.module import Module, Parameter, Sequential
 
-__all__ = ["CrossEntropyLoss"]
+__all__ = [
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "Linear",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Softmax",
+    "convnet",
+]

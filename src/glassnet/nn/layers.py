@@ -1,0 +1,260 @@
+"""Layers: Linear, Conv2d, ReLU, MaxPool2d, Flatten, Dropout, Softmax.
+
+Shapes: N batch, D features, C channels, H x W spatial; images are NCHW, as in PyTorch.
+Each layer's forward caches what its backward needs; the maths lives in glassnet.functional.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from glassnet.functional.conv import conv2d, conv2d_backward, im2col
+from glassnet.functional.pool import max_pool2d, max_pool2d_backward
+from glassnet.functional.softmax import softmax
+from glassnet.nn.module import Module, Parameter
+
+INITS = ("pytorch", "glorot")
+
+
+def _positive_int(value: object, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def _init_weight_and_bias(
+    shape: tuple[int, ...], fan_in: int, fan_out: int, bias: bool, init: str, rng, dtype
+) -> tuple[Parameter, Parameter | None]:
+    """PyTorch's default (uniform, bound 1/sqrt(fan_in), bias too) or Glorot/Keras (bias 0)."""
+    if init not in INITS:
+        raise ValueError(f"{init=} must be one of {INITS}")
+    rng = np.random.default_rng() if rng is None else rng
+    if init == "pytorch":
+        # kaiming_uniform_(a=sqrt(5)) reduces to a bound of 1 / sqrt(fan_in)
+        bound = 1 / math.sqrt(fan_in)
+        weight = rng.uniform(-bound, bound, size=shape)
+        b = rng.uniform(-bound, bound, size=shape[0]) if bias else None
+    else:
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        weight = rng.uniform(-bound, bound, size=shape)
+        b = np.zeros(shape[0]) if bias else None
+    return Parameter(weight.astype(dtype)), None if b is None else Parameter(b.astype(dtype))
+
+
+class Linear(Module):
+    """``y = x W^T + b``: x (N, D_in) -> y (N, D_out), weight (D_out, D_in); as torch.nn.Linear."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: str = "pytorch",
+        rng: np.random.Generator | None = None,
+        dtype: type = np.float32,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        shape = (self.out_features, self.in_features)
+        weight, b = _init_weight_and_bias(
+            shape, self.in_features, self.out_features, bias, init, rng, dtype
+        )
+        self._parameters["weight"] = self.weight = weight
+        self.bias = b
+        if b is not None:
+            self._parameters["bias"] = b
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"Linear expects input (N, {self.in_features}), got {x.shape}")
+        self._x = x
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        # dL/dW = grad^T x, dL/db = sum over the batch, dL/dx = grad W
+        self.weight.grad += grad_out.T @ self._x
+        if self.bias is not None:
+            self.bias.grad += grad_out.sum(axis=0)
+        return grad_out @ self.weight.data if need_input_grad else None
+
+    def extra_repr(self) -> str:
+        bias = self.bias is not None
+        return f"in_features={self.in_features}, out_features={self.out_features}, {bias=}"
+
+
+class Conv2d(Module):
+    """2-D cross-correlation: x (N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``torch.nn.Conv2d``.
+
+    weight (C_out, C_in, k, k), bias (C_out,); H_out = (H + 2 * padding - k) // stride + 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+        *,
+        init: str = "pytorch",
+        rng: np.random.Generator | None = None,
+        dtype: type = np.float32,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = _positive_int(kernel_size, "kernel_size")
+        self.stride = _positive_int(stride, "stride")
+        if not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"padding={padding!r} must be a non-negative integer")
+        self.padding = int(padding)
+        k = self.kernel_size
+        shape = (self.out_channels, self.in_channels, k, k)
+        weight, b = _init_weight_and_bias(
+            shape, self.in_channels * k * k, self.out_channels * k * k, bias, init, rng, dtype
+        )
+        self._parameters["weight"] = self.weight = weight
+        self.bias = b
+        if b is not None:
+            self._parameters["bias"] = b
+        self._cols: np.ndarray | None = None
+        self._x_shape: tuple[int, int, int, int] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"Conv2d expects input (N, {self.in_channels}, H, W), got shape {x.shape}"
+            )
+        k = self.kernel_size
+        self._x_shape = x.shape
+        self._cols = im2col(x, (k, k), self.stride, self.padding)
+        bias = None if self.bias is None else self.bias.data
+        return conv2d(x, self.weight.data, bias, self.stride, self.padding, cols=self._cols)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        grad_x, grad_w, grad_b = conv2d_backward(
+            grad_out,
+            self._x_shape,
+            self.weight.data,
+            self._cols,
+            self.stride,
+            self.padding,
+            need_grad_x=need_input_grad,
+        )
+        self.weight.grad += grad_w
+        if self.bias is not None:
+            self.bias.grad += grad_b
+        return grad_x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+
+
+class ReLU(Module):
+    """``max(x, 0)``; the gradient passes where the input was positive (not at 0, as PyTorch)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._positive = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return grad_out * self._positive if need_input_grad else None
+
+
+class MaxPool2d(Module):
+    """Max over k x k windows: (N, C, H, W) -> (N, C, (H - k) // s + 1, (W - k) // s + 1)."""
+
+    def __init__(self, kernel_size: int, stride: int | None = None) -> None:
+        super().__init__()
+        self.kernel_size = _positive_int(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _positive_int(stride, "stride")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4:
+            raise ValueError(f"MaxPool2d expects input (N, C, H, W), got shape {x.shape}")
+        self._x_shape = x.shape
+        out, self._argmax = max_pool2d(x, self.kernel_size, self.stride)
+        return out
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        if not need_input_grad:
+            return None
+        return max_pool2d_backward(
+            grad_out, self._argmax, self._x_shape, self.kernel_size, self.stride
+        )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), as ``torch.nn.Flatten()``."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return grad_out.reshape(self._x_shape) if need_input_grad else None
+
+
+class Dropout(Module):
+    """In training, zero each element with probability p and scale the rest by 1 / (1 - p).
+
+    Inverted dropout, as ``torch.nn.Dropout``: in eval mode it is the identity. The mask comes
+    from ``rng`` (share the trainer's Generator so that a run can be resumed exactly).
+    """
+
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability p={p!r} must be in [0, 1]")
+        self.p = float(p)
+        self.rng = np.random.default_rng() if rng is None else rng
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
+        self._mask = keep * np.asarray(scale, dtype=x.dtype)
+        return x * self._mask
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        if not need_input_grad:
+            return None
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Softmax(Module):
+    """Probabilities over ``dim`` for inference. Training takes logits: see CrossEntropyLoss."""
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return softmax(x, axis=self.dim)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        raise RuntimeError(
+            "Softmax is for inference only: train on logits with CrossEntropyLoss, whose "
+            "backward is the fused p - y (functional.softmax_backward exists if you need it)"
+        )

@@ -1,0 +1,274 @@
+"""Layers: fast kernels against loop references and PyTorch, and gradient checks for every layer."""
+
+import numpy as np
+import pytest
+
+from glassnet import gradcheck, gradcheck_layer
+from glassnet.functional.conv import col2im, conv2d, conv2d_backward, im2col
+from glassnet.functional.pool import max_pool2d, max_pool2d_backward
+from glassnet.functional.reference import (
+    conv2d_backward_loops,
+    conv2d_loops,
+    max_pool2d_backward_loops,
+    max_pool2d_loops,
+)
+from glassnet.nn import (
+    Conv2d,
+    CrossEntropyLoss,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    Softmax,
+    convnet,
+)
+from glassnet.nn.inspect import format_trace, summary, trace
+
+CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
+    (2, 1, 7, 7, 3, 3, 1, 0),
+    (2, 3, 8, 6, 4, 3, 2, 1),
+    (1, 2, 5, 5, 2, 2, 1, 2),
+    (3, 4, 6, 6, 5, 1, 1, 0),
+]
+
+
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,stride,padding", CONV_CASES)
+def test_conv2d_matches_loop_reference(n, c_in, h, w, c_out, k, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c_in, h, w))
+    weight = rng.standard_normal((c_out, c_in, k, k))
+    bias = rng.standard_normal(c_out)
+    out = conv2d(x, weight, bias, stride, padding)
+    np.testing.assert_allclose(out, conv2d_loops(x, weight, bias, stride, padding), atol=1e-12)
+    grad_out = rng.standard_normal(out.shape)
+    cols = im2col(x, (k, k), stride, padding)
+    grads = conv2d_backward(grad_out, x.shape, weight, cols, stride, padding)
+    expected = conv2d_backward_loops(grad_out, x, weight, stride, padding)
+    for ours, theirs in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    # <im2col(x), c> = <x, col2im(c)> for all x, c: the defining property of the adjoint.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 6))
+    cols = im2col(x, (3, 2), 2, 1)
+    c = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * col2im(c, x.shape, (3, 2), 2, 1)))
+
+
+@pytest.mark.parametrize(
+    "shape,k,stride",
+    [((2, 3, 6, 6), 2, None), ((2, 2, 7, 5), 2, None), ((1, 2, 7, 7), 3, 2), ((2, 1, 6, 6), 3, 1)],
+)
+def test_max_pool_matches_loop_reference(shape, k, stride):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape)
+    out, argmax = max_pool2d(x, k, stride)
+    np.testing.assert_array_equal(out, max_pool2d_loops(x, k, stride))
+    grad_out = rng.standard_normal(out.shape)
+    np.testing.assert_allclose(
+        max_pool2d_backward(grad_out, argmax, x.shape, k, stride),
+        max_pool2d_backward_loops(grad_out, x, k, stride),
+    )
+
+
+def test_max_pool_ties_go_to_the_first_maximum_like_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[[[1.0, 1.0, 0.0, 0.0], [1.0, 0.5, 0.0, 0.0]]]])  # ties in both windows
+    out, argmax = max_pool2d(x, 2)
+    grad = max_pool2d_backward(np.ones_like(out), argmax, x.shape, 2)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, 2).sum().backward()
+    np.testing.assert_array_equal(grad, xt.grad.numpy())
+
+
+def make_layers():
+    rng = np.random.default_rng(3)
+    f64 = {"rng": rng, "dtype": np.float64}
+    return {
+        "Linear": (Linear(5, 4, **f64), rng.standard_normal((3, 5))),
+        "Linear no bias": (Linear(5, 4, bias=False, **f64), rng.standard_normal((3, 5))),
+        "Conv2d": (Conv2d(2, 3, 3, **f64), rng.standard_normal((2, 2, 6, 5))),
+        "Conv2d stride padding": (
+            Conv2d(2, 3, 3, stride=2, padding=1, **f64),
+            rng.standard_normal((2, 2, 7, 6)),
+        ),
+        "ReLU": (ReLU(), rng.standard_normal((3, 4)) + 0.05),
+        "MaxPool2d": (MaxPool2d(2), rng.standard_normal((2, 2, 6, 6))),
+        "MaxPool2d overlapping": (MaxPool2d(3, stride=1), rng.standard_normal((1, 2, 5, 5))),
+        "Flatten": (Flatten(), rng.standard_normal((2, 3, 2, 2))),
+        "convnet": (
+            convnet(image_size=12, rng=rng, dtype=np.float64, dropout=0.0),
+            rng.random((2, 1, 12, 12)),
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(make_layers()))
+def test_gradcheck_every_layer(name):
+    layer, x = make_layers()[name]
+    result = gradcheck_layer(layer, x)
+    assert result.ok, result
+
+
+def test_gradcheck_dropout_with_a_fixed_mask():
+    layer = Dropout(0.4)
+    x = np.random.default_rng(4).standard_normal((4, 6))
+
+    def forward(x):
+        layer.rng = np.random.default_rng(0)  # the same mask for every evaluation
+        return layer.forward(x)
+
+    assert gradcheck(forward, lambda g, x: (forward(x), layer.backward(g))[1], [x])
+
+
+def test_dropout_statistics_and_modes():
+    rng = np.random.default_rng(5)
+    layer = Dropout(0.25, rng=rng)
+    x = np.ones((200, 500), dtype=np.float32)
+    y = layer(x)
+    assert y.dtype == np.float32
+    assert abs((y == 0).mean() - 0.25) < 0.01
+    np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-6)
+    layer.eval()
+    assert layer(x) is x
+    with pytest.raises(ValueError, match=r"p=1\.5"):
+        Dropout(1.5)
+
+
+def test_softmax_layer_is_inference_only():
+    layer = Softmax()
+    np.testing.assert_allclose(layer(np.zeros((2, 4))), 0.25)
+    with pytest.raises(RuntimeError, match="CrossEntropyLoss"):
+        layer.backward(np.ones((2, 4)))
+
+
+def test_gradients_accumulate_until_zero_grad():
+    layer = Linear(3, 2, rng=np.random.default_rng(0), dtype=np.float64)
+    x, g = np.ones((4, 3)), np.ones((4, 2))
+    layer(x)
+    layer.backward(g)
+    first = layer.weight.grad.copy()
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, 2 * first)
+    layer.zero_grad()
+    assert not layer.weight.grad.any()
+
+
+def torch_convnet(torch, model):
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(1600, 10),
+    ).double()
+    return net
+
+
+def test_convnet_matches_pytorch_with_pytorchs_weights():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = convnet(rng=np.random.default_rng(0)).to(np.float64)
+    net = torch_convnet(torch, model)
+    assert list(net.state_dict()) == list(model.state_dict())
+    model.load_state_dict({k: v.numpy() for k, v in net.state_dict().items()})
+    model.eval()
+    net.eval()
+    rng = np.random.default_rng(6)
+    x = rng.random((4, 1, 28, 28))
+    target = rng.integers(0, 10, size=4)
+    loss_fn = CrossEntropyLoss()
+    loss = loss_fn(model(x), target)
+    model.backward(loss_fn.backward(), need_input_grad=False)
+    torch_loss = torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(target))
+    torch_loss.backward()
+    np.testing.assert_allclose(loss, torch_loss.item(), rtol=1e-10)
+    np.testing.assert_allclose(model(x), net(torch.tensor(x)).detach().numpy(), rtol=1e-10)
+    for name, param in model.named_parameters():
+        expected = dict(net.named_parameters())[name].grad.numpy()
+        np.testing.assert_allclose(param.grad, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_init_matches_pytorch_defaults_and_glorot():
+    rng = np.random.default_rng(7)
+    conv = Conv2d(32, 64, 3, rng=rng)
+    bound = 1 / np.sqrt(32 * 9)  # PyTorch: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), ..)
+    assert np.abs(conv.weight.data).max() <= bound and np.abs(conv.weight.data).max() > 0.95 * bound
+    assert np.abs(conv.bias.data).max() <= bound
+    assert abs(conv.weight.data.std() - bound / np.sqrt(3)) < 0.02 * bound
+    dense = Linear(1600, 10, init="glorot", rng=rng)
+    glorot = np.sqrt(6 / (1600 + 10))
+    assert np.abs(dense.weight.data).max() <= glorot and not dense.bias.data.any()
+    assert (
+        Linear(3, 2, rng=np.random.default_rng(1)).weight.data.tolist()
+        == Linear(3, 2, rng=np.random.default_rng(1)).weight.data.tolist()
+    )
+    with pytest.raises(ValueError, match="init='he'"):
+        Linear(3, 2, init="he")
+
+
+def test_summary_counts_the_seed_convnets_parameters():
+    text = summary(convnet(), (1, 28, 28))
+    assert "Total params: 34,826" in text
+    for row in ["(N, 32, 26, 26)", "(N, 64, 5, 5)", "(N, 1600)", "18,496", "16,010"]:
+        assert row in text
+
+
+def test_trace_follows_seed_002():
+    model = convnet(rng=np.random.default_rng(0))
+    steps = trace(model, (1, 28, 28))
+    grads = [step.grad_shape[1:] if step.grad_shape else None for step in steps]
+    assert grads == [
+        None,
+        (32, 26, 26),
+        (32, 26, 26),
+        (32, 13, 13),
+        (64, 11, 11),
+        (64, 11, 11),
+        (64, 5, 5),
+        (1600,),
+        (1600,),
+    ]
+    assert steps[-1].param_grads == {"weight": (10, 1600), "bias": (10,)}
+    assert steps[3].param_grads == {"weight": (64, 32, 3, 3), "bias": (64,)}
+    assert not any(param.grad.any() for param in model.parameters())
+    text = format_trace(steps, (1, 28, 28))
+    assert "linear_backward (8)     -> (1600,), dW (10, 1600), db (10,)" in text
+    assert "input gradient not needed" in text
+
+
+@pytest.mark.parametrize(
+    "make,words",
+    [
+        (lambda: Linear(0, 3), "in_features=0"),
+        (lambda: Conv2d(1, 2, kernel_size=-1), "kernel_size=-1"),
+        (lambda: Conv2d(1, 2, 3, padding=-1), "padding=-1"),
+        (lambda: Linear(3, 2)(np.zeros((2, 4), np.float32)), "(N, 3)"),
+        (lambda: Conv2d(3, 2, 3)(np.zeros((1, 1, 5, 5), np.float32)), "(N, 3, H, W)"),
+        (lambda: Conv2d(1, 2, 5)(np.zeros((1, 1, 3, 3), np.float32)), "smaller than the kernel"),
+        (lambda: Sequential(Linear(2, 2), "relu"), "layer 1"),
+    ],
+)
+def test_bad_layer_input(make, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        make()
+    assert words in str(info.value)
+
+
+def test_load_state_dict_checks_keys_and_shapes():
+    model = convnet()
+    state = model.state_dict()
+    with pytest.raises(KeyError, match="missing"):
+        model.load_state_dict({k: v for k, v in state.items() if k != "0.bias"})
+    state["8.weight"] = np.zeros((10, 3))
+    with pytest.raises(ValueError, match=r"8\.weight"):
+        model.load_state_dict(state)
