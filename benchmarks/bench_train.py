@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from glassnet.data import load, validation_split
+from glassnet.memory import keep_freed_memory
 from glassnet.nn import CrossEntropyLoss, convnet
 from glassnet.optim import Adam
 from glassnet.train import TrainConfig, train
@@ -135,6 +136,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as glassnet.train does; set before either framework runs
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
         f"torch {torch.__version__} ({args.threads} threads); {args.dataset}, {args.epochs} epochs"

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from glassnet import gradcheck, gradcheck_layer
-from glassnet.functional.conv import col2im, conv2d, conv2d_backward, im2col
+from glassnet.functional.conv import (
+    col2im,
+    col2im_per_image,
+    conv2d,
+    conv2d_backward,
+    im2col,
+    im2col_per_image,
+    unfold,
+)
 from glassnet.functional.pool import max_pool2d, max_pool2d_backward
 from glassnet.functional.reference import (
     conv2d_backward_loops,
@@ -34,29 +42,37 @@ CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
 ]
 
 
+@pytest.mark.parametrize("layout", [im2col, im2col_per_image])
 @pytest.mark.parametrize("n,c_in,h,w,c_out,k,stride,padding", CONV_CASES)
-def test_conv2d_matches_loop_reference(n, c_in, h, w, c_out, k, stride, padding):
+def test_conv2d_matches_loop_reference(layout, n, c_in, h, w, c_out, k, stride, padding):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c_in, h, w))
     weight = rng.standard_normal((c_out, c_in, k, k))
     bias = rng.standard_normal(c_out)
-    out = conv2d(x, weight, bias, stride, padding)
+    cols = layout(x, (k, k), stride, padding)
+    out = conv2d(x, weight, bias, stride, padding, cols=cols)
     np.testing.assert_allclose(out, conv2d_loops(x, weight, bias, stride, padding), atol=1e-12)
     grad_out = rng.standard_normal(out.shape)
-    cols = im2col(x, (k, k), stride, padding)
     grads = conv2d_backward(grad_out, x.shape, weight, cols, stride, padding)
     expected = conv2d_backward_loops(grad_out, x, weight, stride, padding)
     for ours, theirs in zip(grads, expected, strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
 
-def test_col2im_is_the_adjoint_of_im2col():
+@pytest.mark.parametrize("pair", [(im2col, col2im), (im2col_per_image, col2im_per_image)])
+def test_col2im_is_the_adjoint_of_im2col(pair):
     # <im2col(x), c> = <x, col2im(c)> for all x, c: the defining property of the adjoint.
+    forward, adjoint = pair
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 7, 6))
-    cols = im2col(x, (3, 2), 2, 1)
+    cols = forward(x, (3, 2), 2, 1)
     c = rng.standard_normal(cols.shape)
-    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * col2im(c, x.shape, (3, 2), 2, 1)))
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * adjoint(c, x.shape, (3, 2), 2, 1)))
+
+
+def test_unfold_picks_the_layout_by_channel_count():
+    assert unfold(np.zeros((2, 1, 5, 5)), (3, 3)).shape == (2, 9, 9)
+    assert unfold(np.zeros((2, 8, 5, 5)), (3, 3)).shape == (2 * 9, 72)
 
 
 @pytest.mark.parametrize(
@@ -92,6 +108,7 @@ def make_layers():
         "Linear": (Linear(5, 4, **f64), rng.standard_normal((3, 5))),
         "Linear no bias": (Linear(5, 4, bias=False, **f64), rng.standard_normal((3, 5))),
         "Conv2d": (Conv2d(2, 3, 3, **f64), rng.standard_normal((2, 2, 6, 5))),
+        "Conv2d 8 channels": (Conv2d(8, 3, 3, **f64), rng.standard_normal((2, 8, 5, 5))),
         "Conv2d stride padding": (
             Conv2d(2, 3, 3, stride=2, padding=1, **f64),
             rng.standard_normal((2, 2, 7, 6)),

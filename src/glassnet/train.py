@@ -22,6 +22,7 @@ import numpy as np
 
 from glassnet.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from glassnet.data import DATASETS, batches, load, validation_split
+from glassnet.memory import keep_freed_memory
 from glassnet.nn import CrossEntropyLoss, Sequential, convnet
 from glassnet.optim import OPTIMIZERS, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
 
@@ -259,6 +260,7 @@ def train(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is kept).
     """
+    keep_freed_memory()  # every step frees and re-allocates the same large buffers
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     out_dir = None if out_dir is None else Path(out_dir)
@@ -335,6 +337,7 @@ def train(
             bar.close()
             if interrupt.raised and state.batch_index < num_batches:
                 break  # mid-epoch: the checkpoint below keeps the order and position
+            train_seconds = time.perf_counter() - started
             val = evaluate(model, x_val, y_val, len(classes)) if len(x_val) else None
             record = {
                 "epoch": state.epoch + 1,
@@ -342,7 +345,8 @@ def train(
                 "train_accuracy": running["correct"] / running["seen"],
                 "val_loss": val["loss"] if val else float("nan"),
                 "val_accuracy": val["accuracy"] if val else float("nan"),
-                "epoch_seconds": time.perf_counter() - started,
+                "epoch_seconds": train_seconds,  # the training steps (resumed: this session's)
+                "val_seconds": time.perf_counter() - started - train_seconds,
                 "lr": run.optimizer.lr,
             }
             state.history.append(record)
@@ -384,5 +388,6 @@ def _summary_line(record: dict[str, float], epochs: int) -> str:
     return (
         f"Epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} "
         f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
-        f"acc {record['val_accuracy']:.4f} | {record['epoch_seconds']:.1f}s"
+        f"acc {record['val_accuracy']:.4f} | {record['epoch_seconds']:.1f}s "
+        f"(+{record['val_seconds']:.1f}s validation)"
     )

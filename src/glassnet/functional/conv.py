@@ -1,11 +1,16 @@
-"""2-D convolution (cross-correlation, as in PyTorch) by im2col + one matrix product.
+"""2-D convolution (cross-correlation, as in PyTorch) by im2col + matrix products.
 
 Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,),
-out (N, C_out, H_out, W_out) with H_out = (H + 2 * padding - kH) // stride + 1 (same for W).
-"cols" is the im2col matrix (N * H_out * W_out, kH * kW * C_in): one row per output pixel
-holding the input patch it sees, ordered (kH, kW, C_in) so that channels are the contiguous
-inner run; then ``out = cols @ weight_matrix(weight).T + bias``.
-The plain loop versions in :mod:`glassnet.functional.reference` are the oracle for these.
+out (N, C_out, H_out, W_out) with H_out = (H + 2 * padding - kH) // stride + 1 (same for W);
+L = H_out * W_out output pixels per image, K = C_in * kH * kW numbers per patch.
+
+"cols" holds every input patch an output pixel sees, in one of two layouts:
+  channels-last  (N * L, kH * kW * C_in): one row per output pixel, one big matrix product;
+                 copies run over whole channel vectors (good for many input channels)
+  per-image      (N, C_in * kH * kW, L): one product per image whose result is already NCHW;
+                 copies run along image rows (good for few input channels, e.g. C_in = 1)
+:func:`unfold` picks the layout; :func:`conv2d` and :func:`conv2d_backward` accept either.
+The plain loop versions in :mod:`glassnet.functional.reference` are the oracle for both.
 """
 
 from __future__ import annotations
@@ -49,6 +54,22 @@ def im2col(
     return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
 
 
+def _add_patches(parts: np.ndarray, x_shape, stride: int, padding: int) -> np.ndarray:
+    """Sum per-offset gradients back onto the pixels they came from; returns NCHW.
+
+    ``parts[i, j]`` (N, H_out, W_out, C) is the gradient of the strided view of x that kernel
+    offset (i, j) reads; views of neighbouring offsets overlap, so their gradients add up.
+    """
+    n, c, h, w = x_shape
+    kh, kw, _, h_out, w_out, _ = parts.shape
+    grad = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=parts.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            grad[:, i : i + stride * h_out : stride, j : j + stride * w_out : stride] += parts[i, j]
+    grad = grad[:, padding : padding + h, padding : padding + w] if padding else grad
+    return np.ascontiguousarray(grad.transpose(0, 3, 1, 2))
+
+
 def col2im(
     grad_cols: np.ndarray,
     x_shape: tuple[int, int, int, int],
@@ -60,16 +81,51 @@ def col2im(
     n, c, h, w = x_shape
     kh, kw = kernel_size
     h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    patches = grad_cols.reshape(n, h_out, w_out, kh, kw, c)
-    grad = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=grad_cols.dtype)
-    # One strided add per kernel offset; overlapping patches accumulate.
+    parts = grad_cols.reshape(n, h_out, w_out, kh, kw, c).transpose(3, 4, 0, 1, 2, 5)
+    return _add_patches(parts, x_shape, stride, padding)
+
+
+def im2col_per_image(
+    x: np.ndarray, kernel_size: tuple[int, int], stride: int = 1, padding: int = 0
+) -> np.ndarray:
+    """Patches of ``x`` (N, C, H, W) as (N, C * kH * kW, L): one column per output pixel."""
+    kh, kw = kernel_size
+    output_size(x.shape[2], kh, stride, padding)  # raises a clear error for a too-small input
+    output_size(x.shape[3], kw, stride, padding)
+    windows = sliding_window_view(_pad(x, padding), (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]  # (N, C, H_out, W_out, kH, kW)
+    n, c, h_out, w_out = windows.shape[:4]
+    return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, h_out * w_out)
+
+
+def col2im_per_image(
+    grad_cols: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel_size: tuple[int, int],
+    stride: int = 1,
+    padding: int = 0,
+) -> np.ndarray:
+    """The adjoint of :func:`im2col_per_image`."""
+    n, c, h, w = x_shape
+    kh, kw = kernel_size
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    patches = grad_cols.reshape(n, c, kh, kw, h_out, w_out)
+    grad = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=grad_cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            grad[:, i : i + stride * h_out : stride, j : j + stride * w_out : stride] += patches[
-                :, :, :, i, j
+            grad[:, :, i : i + stride * h_out : stride, j : j + stride * w_out : stride] += patches[
+                :, :, i, j
             ]
-    grad = grad[:, padding : padding + h, padding : padding + w] if padding else grad
-    return np.ascontiguousarray(grad.transpose(0, 3, 1, 2))
+    return grad[:, :, padding : padding + h, padding : padding + w] if padding else grad
+
+
+def unfold(
+    x: np.ndarray, kernel_size: tuple[int, int], stride: int = 1, padding: int = 0
+) -> np.ndarray:
+    """im2col in the layout that is faster for ``x``: per-image below 8 input channels."""
+    if x.shape[1] < 8:
+        return im2col_per_image(x, kernel_size, stride, padding)
+    return im2col(x, kernel_size, stride, padding)
 
 
 def conv2d(
@@ -85,7 +141,7 @@ def conv2d(
     Args:
         x: (N, C_in, H, W). weight: (C_out, C_in, kH, kW). bias: (C_out,) or None.
         stride, padding: as in PyTorch (the same for height and width; zero padding).
-        cols: ``im2col(x, ...)`` if the caller already has it.
+        cols: ``unfold(x, ...)`` (either layout) if the caller already has it.
     Returns:
         out (N, C_out, H_out, W_out).
 
@@ -95,8 +151,13 @@ def conv2d(
     c_out, _, kh, kw = weight.shape
     h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     if cols is None:
-        cols = im2col(x, (kh, kw), stride, padding)
-    out = cols @ weight_matrix(weight).T  # (N * H_out * W_out, C_out)
+        cols = unfold(x, (kh, kw), stride, padding)
+    if cols.ndim == 3:  # per-image: (C_out, K) @ (N, K, L) -> (N, C_out, L), already NCHW
+        out = np.matmul(weight.reshape(c_out, -1), cols)
+        if bias is not None:
+            out += bias[:, None]
+        return out.reshape(n, c_out, h_out, w_out)
+    out = cols @ weight_matrix(weight).T  # (N * L, C_out)
     if bias is not None:
         out += bias
     return np.ascontiguousarray(out.reshape(n, h_out, w_out, c_out).transpose(0, 3, 1, 2))
@@ -111,20 +172,34 @@ def conv2d_backward(
     padding: int = 0,
     need_grad_x: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Gradients of :func:`conv2d` given ``grad_out`` (N, C_out, H_out, W_out).
+    """Gradients of :func:`conv2d` given ``grad_out`` (N, C_out, H_out, W_out) and its ``cols``.
 
     Returns:
         (grad_x (N, C_in, H, W) or None, grad_w like weight, grad_b (C_out,)).
     """
-    c_out = weight.shape[0]
-    grad_2d = grad_out.transpose(0, 2, 3, 1).reshape(-1, c_out)  # (N * H_out * W_out, C_out)
+    n, c_out = grad_out.shape[:2]
+    kernel = weight.shape[2:]
+    if cols.ndim == 3:
+        grad_3d = grad_out.reshape(n, c_out, -1)  # (N, C_out, L)
+        # dL/dW = sum over images of grad cols^T; dL/db = sum over images and pixels
+        grad_w = np.matmul(grad_3d, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+        grad_b = grad_3d.sum(axis=(0, 2))
+        if not need_grad_x:
+            return None, grad_w, grad_b
+        grad_cols = np.matmul(weight.reshape(c_out, -1).T, grad_3d)  # (N, K, L)
+        return col2im_per_image(grad_cols, x_shape, kernel, stride, padding), grad_w, grad_b
+
+    grad_2d = grad_out.transpose(0, 2, 3, 1).reshape(-1, c_out)  # (N * L, C_out)
     # dL/dW = grad^T cols: every output pixel adds (its gradient) x (the patch it saw)
-    grad_w = (grad_2d.T @ cols).reshape(weight.shape[0], *weight.shape[2:], -1)
+    grad_w = (grad_2d.T @ cols).reshape(c_out, *kernel, -1)
     grad_w = np.ascontiguousarray(grad_w.transpose(0, 3, 1, 2))
     grad_b = grad_2d.sum(axis=0)
     if not need_grad_x:
         return None, grad_w, grad_b
-    # dL/dcols = grad W; col2im sends each patch's gradient back to its pixels
-    grad_cols = grad_2d @ weight_matrix(weight)
-    grad_x = col2im(grad_cols, x_shape, weight.shape[2:], stride, padding)
-    return grad_x, grad_w, grad_b
+    # dL/dx: kernel offset (i, j) read a strided view of x, whose gradient is grad @ W[:, :, i, j].
+    # One product per offset (this is col2im(grad @ weight_matrix) with contiguous pieces).
+    per_offset = weight.transpose(2, 3, 0, 1).reshape(-1, c_out, weight.shape[1])
+    parts = np.matmul(grad_2d, per_offset)  # (kH * kW, N * L, C_in)
+    h_out, w_out = grad_out.shape[2:]
+    parts = parts.reshape(*kernel, n, h_out, w_out, weight.shape[1])
+    return _add_patches(parts, x_shape, stride, padding), grad_w, grad_b

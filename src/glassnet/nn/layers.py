@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from glassnet.functional.conv import conv2d, conv2d_backward, im2col
+from glassnet.functional.conv import conv2d, conv2d_backward, unfold
 from glassnet.functional.pool import max_pool2d, max_pool2d_backward
 from glassnet.functional.softmax import softmax
 from glassnet.nn.module import Module, Parameter
@@ -136,7 +136,7 @@ class Conv2d(Module):
             )
         k = self.kernel_size
         self._x_shape = x.shape
-        self._cols = im2col(x, (k, k), self.stride, self.padding)
+        self._cols = unfold(x, (k, k), self.stride, self.padding)
         bias = None if self.bias is None else self.bias.data
         return conv2d(x, self.weight.data, bias, self.stride, self.padding, cols=self._cols)
 
@@ -166,11 +166,11 @@ class ReLU(Module):
     """``max(x, 0)``; the gradient passes where the input was positive (not at 0, as PyTorch)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._positive = x > 0
-        return np.maximum(x, 0)
+        self._out = np.maximum(x, 0)
+        return self._out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        return grad_out * self._positive if need_input_grad else None
+        return grad_out * (self._out > 0) if need_input_grad else None
 
 
 class MaxPool2d(Module):
