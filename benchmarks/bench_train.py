@@ -129,7 +129,13 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one run of each framework per seed; accuracy is compared on the mean",
+    )
     parser.add_argument("--json", default="bench_train.json", help="where to write the results")
     args = parser.parse_args()
 
@@ -139,7 +145,8 @@ def main() -> None:
     keep_freed_memory()  # as glassnet.train does; set before either framework runs
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
-        f"torch {torch.__version__} ({args.threads} threads); {args.dataset}, {args.epochs} epochs"
+        f"torch {torch.__version__} ({args.threads} threads); {args.dataset}, {args.epochs} "
+        f"epochs, seeds {args.seeds}"
     )
     x_train, y_train = load(args.dataset, "train", args.data_dir)
     x_test, y_test = load(args.dataset, "test", args.data_dir)
@@ -153,42 +160,52 @@ def main() -> None:
             f"(glassnet/pytorch {ratio:.2f}x)"
         )
 
-    print("PyTorch CPU:")
-    torch_history, torch_test = train_torch(
-        torch, (xt, yt, xv, yv, x_test, y_test), args.epochs, 128, args.seed
-    )
-    print("glassnet:")
-    config = TrainConfig(dataset=args.dataset, epochs=args.epochs, seed=args.seed)
-    metrics = train(config, data=(x_train, y_train, x_test, y_test), quiet=True)
-
-    header = ("epoch", "glassnet s", "pytorch s", "glassnet val", "torch val")
-    print("\n{:>5} {:>11} {:>10} {:>13} {:>10}".format(*header))
-    for ours, theirs in zip(metrics["epochs"], torch_history, strict=True):
-        print(
-            f"{ours['epoch']:>5} {ours['epoch_seconds']:>11.1f} {theirs['epoch_seconds']:>10.1f} "
-            f"{ours['val_accuracy']:>13.4f} {theirs['val_accuracy']:>10.4f}"
+    runs = []
+    for seed in args.seeds:
+        print(f"seed {seed}, PyTorch CPU:")
+        history, test = train_torch(torch, (xt, yt, xv, yv, x_test, y_test), args.epochs, 128, seed)
+        print(f"seed {seed}, glassnet:")
+        config = TrainConfig(dataset=args.dataset, epochs=args.epochs, seed=seed)
+        metrics = train(config, data=(x_train, y_train, x_test, y_test), quiet=True)
+        runs.append(
+            {
+                "seed": seed,
+                "glassnet": metrics,
+                "pytorch": {"epochs": history, "test_accuracy": test},
+            }
         )
-    mean_ours = np.mean([r["epoch_seconds"] for r in metrics["epochs"]])
-    mean_torch = np.mean([r["epoch_seconds"] for r in torch_history])
+
+        header = ("epoch", "glassnet s", "pytorch s", "glassnet val", "torch val")
+        print("\n{:>5} {:>11} {:>10} {:>13} {:>10}".format(*header))
+        for ours, theirs in zip(metrics["epochs"], history, strict=True):
+            print(
+                f"{ours['epoch']:>5} {ours['epoch_seconds']:>11.1f} "
+                f"{theirs['epoch_seconds']:>10.1f} {ours['val_accuracy']:>13.4f} "
+                f"{theirs['val_accuracy']:>10.4f}"
+            )
+        print(
+            f"seed {seed} test accuracy: glassnet {metrics['test_accuracy']:.4f}, "
+            f"pytorch {test:.4f}\n"
+        )
+
+    def mean_epoch(framework):
+        return np.mean([e["epoch_seconds"] for r in runs for e in r[framework]["epochs"]])
+
+    ours_acc = [r["glassnet"]["test_accuracy"] for r in runs]
+    torch_acc = [r["pytorch"]["test_accuracy"] for r in runs]
     print(
-        f"\nmean epoch: glassnet {mean_ours:.1f}s, pytorch {mean_torch:.1f}s "
-        f"(glassnet/pytorch {mean_ours / mean_torch:.2f}x)"
+        f"mean epoch (training steps): glassnet {mean_epoch('glassnet'):.1f}s, "
+        f"pytorch {mean_epoch('pytorch'):.1f}s "
+        f"(glassnet/pytorch {mean_epoch('glassnet') / mean_epoch('pytorch'):.2f}x)"
     )
     print(
-        f"test accuracy: glassnet {metrics['test_accuracy']:.4f}, pytorch {torch_test:.4f} "
-        f"(difference {100 * (metrics['test_accuracy'] - torch_test):+.2f} points)"
+        f"test accuracy over {len(runs)} seed(s): glassnet {np.mean(ours_acc):.4f} "
+        f"(+-{np.std(ours_acc):.4f}), pytorch {np.mean(torch_acc):.4f} "
+        f"(+-{np.std(torch_acc):.4f}); "
+        f"difference of the means {100 * (np.mean(ours_acc) - np.mean(torch_acc)):+.2f} points"
     )
     with open(args.json, "w") as f:
-        json.dump(
-            {
-                "glassnet": metrics,
-                "pytorch": {"epochs": torch_history, "test_accuracy": torch_test},
-                "throughput": speed,
-                "args": vars(args),
-            },
-            f,
-            indent=2,
-        )
+        json.dump({"runs": runs, "throughput": speed, "args": vars(args)}, f, indent=2)
 
 
 if __name__ == "__main__":

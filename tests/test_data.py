@@ -86,6 +86,20 @@ def test_real_mnist_test_set_and_labels():
         assert hashlib.sha256((SHARED_MNIST / name).read_bytes()).hexdigest() == MNIST.sha256[name]
 
 
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+def test_real_fashion_mnist_from_debians_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("GLASSNET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache: Debian's copy is next
+    x, y = load("fashion-mnist", "train", download=False)
+    assert x.shape == (60000, 1, 28, 28) and np.bincount(y).tolist() == [6000] * 10
+    x, y = load("fashion-mnist", "test", download=False)
+    assert x.shape == (10000, 1, 28, 28) and np.bincount(y).tolist() == [1000] * 10
+    assert 0.28 < x.mean() < 0.29  # Fashion-MNIST's well-known mean pixel, 0.286
+
+
 def test_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("GLASSNET_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -234,7 +234,9 @@ def test_init_matches_pytorch_defaults_and_glorot():
 
 
 def test_summary_counts_the_seed_convnets_parameters():
-    text = summary(convnet(), (1, 28, 28))
+    model = convnet()
+    text = summary(model, (1, 28, 28))
+    assert model.summary((1, 28, 28)) == text
     assert "Total params: 34,826" in text
     for row in ["(N, 32, 26, 26)", "(N, 64, 5, 5)", "(N, 1600)", "18,496", "16,010"]:
         assert row in text

@@ -1,5 +1,6 @@
 """Layers that hold parameters and the caches their backward passes need."""
 
+from glassnet.nn.inspect import format_trace, summary, trace
 from glassnet.nn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax
 from glassnet.nn.loss import CrossEntropyLoss
 from glassnet.nn.models import convnet
@@ -18,4 +19,7 @@ __all__ = [
     "Sequential",
     "Softmax",
     "convnet",
+    "format_trace",
+    "summary",
+    "trace",
 ]
