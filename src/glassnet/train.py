@@ -22,6 +22,7 @@ import numpy as np
 
 from glassnet.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from glassnet.data import DATASETS, batches, load, validation_split
+from glassnet.functional import cross_entropy
 from glassnet.memory import keep_freed_memory
 from glassnet.nn import CrossEntropyLoss, Sequential, convnet
 from glassnet.optim import OPTIMIZERS, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
@@ -151,12 +152,11 @@ def evaluate(
     """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) in eval mode."""
     was_training = model.training
     model.eval()
-    loss_fn = CrossEntropyLoss(reduction="sum")
     total_loss = 0.0
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     for xb, yb in batches(x, y, batch_size):
         logits = model(xb)
-        total_loss += float(loss_fn(logits, yb))
+        total_loss += float(cross_entropy(logits, yb, reduction="sum"))
         np.add.at(confusion, (yb, logits.argmax(axis=1)), 1)
     model.train(was_training)
     n = max(len(y), 1)

@@ -23,6 +23,11 @@ import numpy as np
 from glassnet.functional._checks import as_float_array, check_reduction, compute_dtype
 from glassnet.functional.softmax import _exp_and_sum, _shift_by_max, softmax, softmax_jacobian
 
+try:  # the fused Numba kernel for float32 index targets; the NumPy code below is the reference
+    from glassnet.kernels.cross_entropy import cross_entropy_rows as _kernel
+except ImportError:
+    _kernel = None
+
 Reduction = Literal["none", "mean", "sum"]
 AllIgnored = Literal["nan", "zero"]
 
@@ -44,8 +49,8 @@ class _Rows:
 class CrossEntropyCache:
     """What the forward pass keeps so the backward pass needs no second look at the logits."""
 
-    exps: np.ndarray  # (M, C) exp(z - max z), unnormalised
-    sums: np.ndarray  # (M, 1) row sums of exps (1 for all-masked rows)
+    exps: np.ndarray | None  # (M, C) exp(z - max z), unnormalised (NumPy paths)
+    sums: np.ndarray | None  # (M, 1) row sums of exps (1 for all-masked rows)
     labels: np.ndarray | None  # sparse path: (M,) class indices
     coef: np.ndarray | None  # sparse path: (M,) weight of the target class, 0 if not counted
     dense_target: np.ndarray | None  # dense path: (M, C) effective target, 0 on masked classes
@@ -53,6 +58,7 @@ class CrossEntropyCache:
     rows: _Rows
     reduction: str
     all_ignored: str
+    grad: np.ndarray | None = None  # kernel path: (M, C) dL/dz for grad_output = 1
 
 
 def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
@@ -109,7 +115,8 @@ def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
     return _Rows(flat, labels, keep, None, index_shape, logits.shape, logits.dtype)
 
 
-def _check_options(ignore_index, reduction, label_smoothing, all_ignored) -> None:
+def check_options(ignore_index, reduction, label_smoothing, all_ignored) -> None:
+    """Validate cross_entropy's scalar options (shared with nn.LinearCrossEntropy)."""
     check_reduction(reduction)
     if all_ignored not in ("nan", "zero"):
         raise ValueError(f"{all_ignored=} must be 'nan' or 'zero'")
@@ -160,11 +167,23 @@ def cross_entropy_forward(
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     all_ignored: AllIgnored = "nan",
+    want_grad: bool = True,
+    inplace: bool = False,
 ) -> tuple[np.ndarray, CrossEntropyCache]:
-    """:func:`cross_entropy`, plus the cache for :func:`cross_entropy_backward_from_cache`."""
-    _check_options(ignore_index, reduction, label_smoothing, all_ignored)
+    """:func:`cross_entropy`, plus the cache for :func:`cross_entropy_backward_from_cache`.
+
+    For float32 class-index targets a fused kernel computes the loss and, when ``want_grad``,
+    the gradient in the same pass (into the logits themselves when ``inplace``).
+    """
+    check_options(ignore_index, reduction, label_smoothing, all_ignored)
     rows = _to_rows(logits, target, ignore_index)
     weight = _check_weight(weight, rows.logits.shape[1], rows.logits.dtype)
+    if inplace:
+        _check_inplace(logits, rows)
+    if _kernel is not None and rows.labels is not None and rows.logits.dtype == np.float32:
+        return _kernel_forward(
+            rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace
+        )
     shifted, _ = _shift_by_max(rows.logits, axis=1)  # z - max z, a fresh (M, C) array
 
     if rows.labels is not None and label_smoothing == 0:
@@ -203,6 +222,46 @@ def cross_entropy_forward(
     return _reduce(row_loss, cache), cache
 
 
+def _check_inplace(logits: np.ndarray, rows: _Rows) -> None:
+    if not (
+        rows.labels is not None
+        and _kernel is not None
+        and isinstance(logits, np.ndarray)
+        and logits.ndim == 2
+        and logits.dtype == np.float32
+        and logits.flags.c_contiguous
+        and logits.flags.writeable
+    ):  # then rows.logits is a view of the caller's array, and the kernel writes into it
+        raise ValueError(
+            "inplace=True needs writeable, C-contiguous float32 logits of shape (N, C) with "
+            f"class-index targets (got {np.asarray(logits).dtype} logits of shape "
+            f"{np.shape(logits)}{'' if _kernel is not None else '; numba is not installed'})"
+        )
+
+
+KERNEL_AVAILABLE = _kernel is not None
+
+
+def _kernel_forward(rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace):
+    """The fused-kernel path: loss per row, and dL/dz (for grad_output = 1) if wanted."""
+    class_weight = np.ones(len(rows.labels), np.float32) if weight is None else weight[rows.labels]
+    class_weight[~rows.keep] = 0
+    denominator = float(class_weight.sum(dtype=np.float64))
+    grad = None
+    if want_grad:
+        grad = rows.logits if inplace else np.empty_like(rows.logits)
+    factor = 1.0
+    if reduction == "mean":
+        factor = 1.0 / denominator if denominator else 0.0
+    scale = np.full(len(rows.labels), factor, dtype=np.float32)
+    labels = np.where(rows.keep, rows.labels, -1)
+    row_loss = _kernel(rows.logits, labels, class_weight, weight, label_smoothing, scale, grad)
+    cache = CrossEntropyCache(
+        None, None, None, None, None, denominator, rows, reduction, all_ignored, grad
+    )
+    return _reduce(row_loss, cache), cache
+
+
 def _reduce(row_loss: np.ndarray, cache: CrossEntropyCache) -> np.ndarray:
     dtype = cache.rows.logits_dtype
     if cache.reduction == "none":
@@ -217,9 +276,9 @@ def _reduce(row_loss: np.ndarray, cache: CrossEntropyCache) -> np.ndarray:
 
 def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
     """dL_total/dL_row for every row: grad_output spread by the reduction, shape (M, 1)."""
-    dtype = cache.exps.dtype
+    dtype = cache.rows.logits.dtype
     grad_output = np.asarray(grad_output, dtype=np.float64)
-    num_rows = cache.exps.shape[0]
+    num_rows = cache.rows.logits.shape[0]
     if cache.reduction == "none":
         if grad_output.ndim and grad_output.shape != cache.rows.loss_shape:
             raise ValueError(
@@ -244,7 +303,15 @@ def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
 def cross_entropy_backward_from_cache(
     cache: CrossEntropyCache, grad_output: object = 1.0
 ) -> np.ndarray:
-    """dL/dlogits from the cache of :func:`cross_entropy_forward`; the cache is left intact."""
+    """dL/dlogits from the cache of :func:`cross_entropy_forward`; the cache is left intact.
+
+    On the kernel path the gradient was computed by the forward pass: for ``grad_output = 1``
+    it is returned as is (not a copy; in place, it is the logits array).
+    """
+    if cache.grad is not None:
+        return _scale_kernel_grad(cache, grad_output)
+    if cache.exps is None:
+        raise RuntimeError("this forward pass ran with want_grad=False: there is no gradient")
     scale = _row_scale(cache, grad_output)
     if cache.dense_target is None:
         # dL/dz = w_y * (p - onehot(y)), scaled by the reduction
@@ -256,6 +323,16 @@ def cross_entropy_backward_from_cache(
         target = cache.dense_target
         grad = cache.exps * (scale * target.sum(axis=1, keepdims=True) / cache.sums)
         grad -= scale * target
+    return _restore_layout(grad, cache.rows)
+
+
+def _scale_kernel_grad(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
+    grad = cache.grad
+    if cache.reduction == "none" or np.ndim(grad_output) or float(grad_output) != 1.0:
+        scale = _row_scale(cache, grad_output)  # the reduction is already in cache.grad
+        if cache.reduction == "mean":
+            scale = scale * cache.denominator if cache.denominator else scale
+        grad = grad * scale
     return _restore_layout(grad, cache.rows)
 
 
@@ -309,6 +386,7 @@ def cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         all_ignored=all_ignored,
+        want_grad=False,
     )
     return loss
 
@@ -323,6 +401,7 @@ def cross_entropy_backward(
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     all_ignored: AllIgnored = "nan",
+    inplace: bool = False,
 ) -> np.ndarray:
     """dL/dlogits of :func:`cross_entropy`, by the fused formula ``p * sum(t) - t``.
 
@@ -330,6 +409,8 @@ def cross_entropy_backward(
         logits, target and the keyword options: as for :func:`cross_entropy`.
         grad_output: dL_outer/dloss; a scalar, or for reduction "none" an array of the
             loss's shape.
+        inplace: write the gradient into ``logits`` (float32 (N, C) with index targets), so
+            forward + backward allocate O(N), not O(N * C), as Liger Kernel does on GPUs.
     Returns:
         grad_logits with the logits' shape and dtype. One-hot target, no weights, mean:
         ``(softmax(z) - onehot(y)) / N``. O(N * C); the softmax Jacobian is never formed.
@@ -347,6 +428,7 @@ def cross_entropy_backward(
         reduction=reduction,
         label_smoothing=label_smoothing,
         all_ignored=all_ignored,
+        inplace=inplace,
     )
     return cross_entropy_backward_from_cache(cache, grad_output)
 

@@ -2,7 +2,7 @@
 
 from glassnet.nn.inspect import format_trace, summary, trace
 from glassnet.nn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax
-from glassnet.nn.loss import CrossEntropyLoss
+from glassnet.nn.loss import CrossEntropyLoss, LinearCrossEntropy
 from glassnet.nn.models import convnet
 from glassnet.nn.module import Module, Parameter, Sequential
 
@@ -12,6 +12,7 @@ __all__ = [
     "Dropout",
     "Flatten",
     "Linear",
+    "LinearCrossEntropy",
     "MaxPool2d",
     "Module",
     "Parameter",

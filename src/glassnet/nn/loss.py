@@ -5,22 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 from glassnet.functional.cross_entropy import (
+    KERNEL_AVAILABLE,
     AllIgnored,
     CrossEntropyCache,
     Reduction,
+    check_options,
     cross_entropy_backward_from_cache,
     cross_entropy_forward,
 )
+from glassnet.nn.layers import Linear
+from glassnet.nn.module import Module
 
 
 class CrossEntropyLoss:
     """Softmax + cross-entropy on logits, with the fused backward ``p - y``.
 
     Args: as :func:`glassnet.functional.cross_entropy` (weight (C,), ignore_index, reduction,
-    label_smoothing, all_ignored). Matches ``torch.nn.CrossEntropyLoss``.
+    label_smoothing, all_ignored), plus ``inplace``: forward writes the gradient into the
+    logits array (float32 (N, C), class indices), so the pair allocates O(N) extra memory; read
+    anything you need from the logits (the argmax) before calling it. Matches
+    ``torch.nn.CrossEntropyLoss``.
 
-    ``forward`` keeps the exponentials it computed, so ``backward`` turns them into the gradient
-    without reading the logits again: the pair costs one softmax, and no softmax backward runs.
+    ``forward`` computes the loss and keeps what ``backward`` needs, so the pair reads the logits
+    once; no softmax backward runs. For float32 class-index targets one fused kernel computes
+    both in that pass, and ``backward`` returns its result (for ``grad_output = 1``, not a
+    copy). For a loss without gradient (evaluation), ``functional.cross_entropy`` is cheaper.
 
     >>> loss_fn = CrossEntropyLoss()
     >>> float(loss_fn(np.array([[-0.8, 1.1, 0.1]]), np.array([1])).round(3))
@@ -36,12 +45,14 @@ class CrossEntropyLoss:
         reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
         all_ignored: AllIgnored = "nan",
+        inplace: bool = False,
     ) -> None:
         self.weight = None if weight is None else np.asarray(weight)
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.label_smoothing = label_smoothing
         self.all_ignored = all_ignored
+        self.inplace = inplace
         self._cache: CrossEntropyCache | None = None
 
     def forward(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -54,6 +65,7 @@ class CrossEntropyLoss:
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
             all_ignored=self.all_ignored,
+            inplace=self.inplace,
         )
         return loss
 
@@ -70,3 +82,139 @@ class CrossEntropyLoss:
             f"CrossEntropyLoss(reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
             f"label_smoothing={self.label_smoothing})"
         )
+
+
+class LinearCrossEntropy(Module):
+    """A final ``Linear(in_features, num_classes)`` fused with cross-entropy, in row chunks.
+
+    ``forward(x, target)`` returns the loss of ``x @ weight.T + bias`` against ``target`` without
+    ever holding the (N, C) logits: it takes ``chunk_size`` rows at a time, turns their logits
+    into dL/dlogits in place (the cross-entropy kernel), and folds that into dL/dx and dL/dW at
+    once. ``backward()`` hands out dL/dx and adds dL/dW (and dL/db) to the parameters' ``.grad``.
+    Peak memory is O(chunk_size * C) instead of O(N * C), for the same arithmetic.
+
+    Args:
+        in_features: D. num_classes: C.
+        bias: add a learnable bias (C,).
+        weight: per-class loss weights (C,), as ``cross_entropy``'s ``weight`` (the layer's own
+            (C, D) matrix is the parameter ``self.weight``, as in Linear).
+        ignore_index, reduction, label_smoothing, all_ignored: as ``cross_entropy``.
+        chunk_size: rows per chunk (default: about 16M logits per chunk).
+        init, rng, dtype: as Linear.
+
+    Shapes: x (N, D), target (N,) class indices; loss () or (N,) for reduction "none".
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        bias: bool = False,
+        *,
+        weight: np.ndarray | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+        all_ignored: AllIgnored = "nan",
+        chunk_size: int | None = None,
+        init: str = "pytorch",
+        rng: np.random.Generator | None = None,
+        dtype: type = np.float32,
+    ) -> None:
+        super().__init__()
+        self.linear = Linear(in_features, num_classes, bias, init=init, rng=rng, dtype=dtype)
+        self._parameters = self.linear._parameters  # "weight", "bias": same names as Linear
+        self.weight, self.bias = self.linear.weight, self.linear.bias
+        self.options = {
+            "weight": weight,
+            "ignore_index": ignore_index,
+            "label_smoothing": label_smoothing,
+        }
+        check_options(ignore_index, reduction, label_smoothing, all_ignored)
+        self.reduction, self.all_ignored = reduction, all_ignored
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
+        self.chunk_size = chunk_size or max(1, (1 << 24) // num_classes)
+        self._grad_x: np.ndarray | None = None
+        self._grad_w: np.ndarray | None = None
+        self._grad_b: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The loss; dL/dx and dL/dW (for grad_output = 1) are computed on the way."""
+        w = self.weight.data
+        if x.ndim != 2 or x.shape[1] != w.shape[1]:
+            raise ValueError(f"LinearCrossEntropy expects x (N, {w.shape[1]}), got {x.shape}")
+        target = np.asarray(target)
+        if target.shape != x.shape[:1]:
+            raise ValueError(f"target of shape {target.shape} must have shape ({len(x)},)")
+        denominator = self._denominator(target)
+        factor = 1.0
+        if self.reduction == "mean":
+            factor = 1.0 / denominator if denominator else 0.0
+        grad_x = np.empty_like(x, dtype=np.result_type(x, w))
+        grad_w = np.zeros_like(w) if self._grad_w is None else self._grad_w
+        grad_w[...] = 0
+        grad_b = None if self.bias is None else np.zeros_like(self.bias.data)
+        pieces = []
+        for start in range(0, len(x), self.chunk_size):
+            rows = slice(start, start + self.chunk_size)
+            logits = x[rows] @ w.T
+            if self.bias is not None:
+                logits += self.bias.data
+            in_place = KERNEL_AVAILABLE and logits.dtype == np.float32
+            loss, cache = cross_entropy_forward(
+                logits, target[rows], reduction="none", inplace=in_place, **self.options
+            )
+            pieces.append(loss)
+            grad_logits = cross_entropy_backward_from_cache(cache, 1.0)
+            if factor != 1.0:
+                grad_logits *= factor
+            # dL/dx = g W;  dL/dW += g^T x, a block of classes at a time (no (C, D) temporary)
+            grad_x[rows] = grad_logits @ w
+            for c0 in range(0, w.shape[0], 8192):
+                grad_w[c0 : c0 + 8192] += grad_logits[:, c0 : c0 + 8192].T @ x[rows]
+            if grad_b is not None:
+                grad_b += grad_logits.sum(axis=0)
+        self._grad_x, self._grad_w, self._grad_b = grad_x, grad_w, grad_b
+        per_row = np.concatenate(pieces) if pieces else np.zeros(0, dtype=grad_x.dtype)
+        return self._reduce(per_row, denominator)
+
+    __call__ = forward
+
+    def _denominator(self, target: np.ndarray) -> float:
+        keep = target != self.options["ignore_index"]
+        class_weight = self.options["weight"]
+        if class_weight is None:
+            return float(keep.sum())
+        return float(np.asarray(class_weight, dtype=np.float64)[target[keep]].sum())
+
+    def _reduce(self, per_row: np.ndarray, denominator: float) -> np.ndarray:
+        if self.reduction == "none":
+            return per_row
+        total = per_row.sum(dtype=np.float64)
+        if self.reduction == "sum":
+            return np.asarray(total, dtype=per_row.dtype)
+        if denominator == 0:
+            return np.asarray(0.0 if self.all_ignored == "zero" else np.nan, dtype=per_row.dtype)
+        return np.asarray(total / denominator, dtype=per_row.dtype)
+
+    def backward(
+        self, grad_output: object = 1.0, need_input_grad: bool = True
+    ) -> np.ndarray | None:
+        """dL/dx for the last forward call; dL/dW and dL/db are added to the parameters."""
+        if self._grad_x is None:
+            raise RuntimeError("LinearCrossEntropy.backward() called before forward()")
+        g = np.asarray(grad_output, dtype=self._grad_x.dtype)
+        if g.ndim:
+            raise ValueError(
+                "LinearCrossEntropy.backward takes a scalar grad_output (per-row weights for "
+                "reduction='none' would need a second pass over the logits)"
+            )
+        self.weight.grad += g * self._grad_w
+        if self.bias is not None:
+            self.bias.grad += g * self._grad_b
+        return g * self._grad_x if need_input_grad else None
+
+    def extra_repr(self) -> str:
+        d, c = self.weight.shape[1], self.weight.shape[0]
+        return f"in_features={d}, num_classes={c}, chunk_size={self.chunk_size}"

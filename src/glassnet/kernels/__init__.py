@@ -1,0 +1,46 @@
+"""Compiled kernels (Numba), kept apart from the readable NumPy reference they must agree with.
+
+Kernels compile on first use and are cached on disk (Numba's ``cache=True``: next to the
+source, or under ``NUMBA_CACHE_DIR`` / the user cache when that is not writable), so only the
+first run on a machine pays the compile time. Threads: see :func:`set_num_threads`.
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    import numba
+except ImportError:  # glassnet still works, on the NumPy reference paths
+    numba = None
+
+AVAILABLE = numba is not None
+
+
+def _threads_from_environment() -> None:
+    """Honour OMP_NUM_THREADS (the usual knob) when NUMBA_NUM_THREADS is not set."""
+    if numba is None or "NUMBA_NUM_THREADS" in os.environ:
+        return
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        numba.set_num_threads(min(int(value), numba.config.NUMBA_NUM_THREADS))
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in glassnet's kernels (default: every core, or NUMBA_NUM_THREADS /
+    OMP_NUM_THREADS when set). Matrix products follow NumPy's BLAS settings
+    (OPENBLAS_NUM_THREADS)."""
+    if numba is None:
+        return
+    if not isinstance(n, int) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"n={n!r} threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}]"
+        )
+    numba.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return 1 if numba is None else numba.get_num_threads()
+
+
+_threads_from_environment()
