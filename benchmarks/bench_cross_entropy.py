@@ -3,11 +3,13 @@
 Run:  python benchmarks/bench_cross_entropy.py [--threads 2] [--repeat 5] [--quick]
 
 For each float32 (N, C) it times, in one process and on the same array:
-  glassnet    nn.CrossEntropyLoss forward + backward (index targets, mean)
+  glassnet    nn.CrossEntropyLoss forward + backward (index targets, mean), and the in-place
+              variant (the gradient written into the logits)
   pytorch     F.cross_entropy(x, y).backward()
   copyto      numpy.copyto of the logits: one read and one write, the memory bound
-and prints the ratios. It then times the fused gradient against the Jacobian route.
-Times are the median of --repeat runs after one warm-up.
+and prints the ratios and the extra memory each glassnet variant allocates (tracemalloc). It
+then times the fused gradient against the Jacobian route, and LinearCrossEntropy against
+Linear + CrossEntropyLoss (time and peak memory). Times are medians after one warm-up call.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -33,24 +39,37 @@ def median_time(fn, repeat: int) -> float:
     return float(np.median(times))
 
 
+def peak_bytes(fn) -> int:
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
 def bench_shapes(shapes, repeat: int) -> None:
     import torch
 
     from glassnet.nn import CrossEntropyLoss
 
     print(
-        f"{'N x C':>15} {'glassnet':>10} {'pytorch':>10} {'copyto':>10} "
-        f"{'torch/glassnet':>15} {'glassnet/copyto':>16}"
+        f"{'N x C':>15} {'glassnet':>10} {'in place':>10} {'pytorch':>10} {'copyto':>9} "
+        f"{'torch/ours':>11} {'ours/copy':>10} {'inpl/copy':>10} {'extra MB':>9} {'inpl MB':>8}"
     )
     rng = np.random.default_rng(0)
     for n, c in shapes:
         logits = rng.standard_normal((n, c), dtype=np.float32)
+        scratch = logits.copy()
         target = rng.integers(0, c, size=n)
-        loss_fn = CrossEntropyLoss()
+        loss_fn, inplace_fn = CrossEntropyLoss(), CrossEntropyLoss(inplace=True)
 
         def ours():
             loss_fn(logits, target)
             loss_fn.backward()
+
+        def ours_inplace():
+            inplace_fn(scratch, target)  # scratch holds the gradient afterwards
+            inplace_fn.backward()
 
         x = torch.from_numpy(logits).requires_grad_()
         y = torch.from_numpy(target)
@@ -61,11 +80,15 @@ def bench_shapes(shapes, repeat: int) -> None:
 
         dst = np.empty_like(logits)
         t_ours = median_time(ours, repeat)
+        t_inplace = median_time(ours_inplace, repeat)
         t_torch = median_time(theirs, repeat)
         t_copy = median_time(lambda: np.copyto(dst, logits), repeat)
+        mb_ours, mb_inplace = peak_bytes(ours) / 2**20, peak_bytes(ours_inplace) / 2**20
         print(
-            f"{f'{n} x {c}':>15} {t_ours * 1e3:>8.2f}ms {t_torch * 1e3:>8.2f}ms "
-            f"{t_copy * 1e3:>8.2f}ms {t_torch / t_ours:>14.2f}x {t_ours / t_copy:>15.2f}x"
+            f"{f'{n} x {c}':>15} {t_ours * 1e3:>8.2f}ms {t_inplace * 1e3:>8.2f}ms "
+            f"{t_torch * 1e3:>8.2f}ms {t_copy * 1e3:>7.2f}ms {t_torch / t_ours:>10.2f}x "
+            f"{t_ours / t_copy:>9.2f}x {t_inplace / t_copy:>9.2f}x {mb_ours:>9.1f} "
+            f"{mb_inplace:>8.2f}"
         )
 
 
@@ -83,23 +106,83 @@ def bench_jacobian(repeat: int, n: int = 256) -> None:
         print(f"{c:>6} {t_fused * 1e3:>8.3f}ms {t_jac * 1e3:>8.3f}ms {t_jac / t_fused:>14.1f}x")
 
 
+def bench_linear_cross_entropy(n: int, d: int, c: int, repeat: int) -> None:
+    from glassnet.nn import CrossEntropyLoss, Linear, LinearCrossEntropy
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    target = rng.integers(0, c, size=n)
+    fused = LinearCrossEntropy(d, c, rng=np.random.default_rng(3))
+    linear, loss_fn = Linear(d, c, bias=False, rng=np.random.default_rng(3)), CrossEntropyLoss()
+
+    def unfused_step():
+        linear.zero_grad()
+        loss = loss_fn(linear(x), target)
+        return loss, linear.backward(loss_fn.backward())
+
+    def fused_step():
+        fused.zero_grad()
+        loss = fused(x, target)
+        return loss, fused.backward()
+
+    (loss_a, gx_a), (loss_b, gx_b) = unfused_step(), fused_step()
+    t_unfused, t_fused = median_time(unfused_step, repeat), median_time(fused_step, repeat)
+    m_unfused, m_fused = peak_bytes(unfused_step), peak_bytes(fused_step)
+    err = float(np.max(np.abs(gx_a - gx_b)) / np.max(np.abs(gx_a)))
+    print(f"\nLinearCrossEntropy, N={n}, D={d}, C={c} (forward + backward, float32)")
+    print(
+        f"  unfused Linear + CrossEntropyLoss: {t_unfused:7.2f}s, peak {m_unfused / 2**20:8.1f} MB"
+    )
+    print(f"  LinearCrossEntropy (chunked):      {t_fused:7.2f}s, peak {m_fused / 2**20:8.1f} MB")
+    print(
+        f"  time ratio {t_fused / t_unfused:.2f}x, memory ratio 1/{m_unfused / m_fused:.1f}; "
+        f"loss {float(loss_a):.6f} vs {float(loss_b):.6f}, max rel. difference of dL/dx {err:.1e}"
+    )
+
+
+def compile_seconds() -> float:
+    """Time of the first kernel call in a fresh process with an empty Numba cache."""
+    code = (
+        "import time, numpy as np\n"
+        "from glassnet.nn import CrossEntropyLoss\n"
+        "x = np.zeros((512, 512), np.float32); y = np.zeros(512, np.int64)\n"
+        "start = time.perf_counter(); f = CrossEntropyLoss(); f(x, y); f.backward()\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return float(run.stdout.strip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for PyTorch (and BLAS)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for PyTorch and glassnet")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small shapes only (a smoke test)")
     args = parser.parse_args()
 
     import torch
 
+    from glassnet.kernels import get_num_threads, set_num_threads
+
     torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads)\n"
+        f"numpy {np.__version__}, torch {torch.__version__}; {args.threads} threads "
+        f"(glassnet kernels: {get_num_threads()})\n"
     )
     shapes = SHAPES[:2] if args.quick else SHAPES
     bench_shapes(shapes, args.repeat)
     bench_jacobian(args.repeat, n=32 if args.quick else 256)
+    if args.quick:
+        bench_linear_cross_entropy(256, 64, 4000, args.repeat)
+    else:
+        bench_linear_cross_entropy(4096, 512, 128000, max(2, args.repeat // 2))
+        print(f"\nfirst-call compile time of the kernels (empty cache): {compile_seconds():.1f}s")
 
 
 if __name__ == "__main__":

@@ -414,3 +414,13 @@ def test_inplace_backward_writes_into_the_logits():
     for bad, bad_target in bad_cases:
         with pytest.raises(ValueError, match="inplace=True needs"):
             cross_entropy_backward(bad, bad_target, inplace=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_nan_logits_give_a_nan_loss_like_pytorch(dtype, smoothing):
+    # A NaN must surface (training loops stop on it), never be taken for a masked class.
+    logits = np.array([[0.0, np.nan, 1.0], [0.5, 0.2, 0.1]], dtype)
+    for target in (np.array([1, 0]), np.array([0, 0])):
+        assert np.isnan(cross_entropy(logits, target, label_smoothing=smoothing))
+        assert np.isnan(cross_entropy_backward(logits, target, label_smoothing=smoothing)[0]).any()

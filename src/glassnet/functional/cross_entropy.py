@@ -169,11 +169,13 @@ def cross_entropy_forward(
     all_ignored: AllIgnored = "nan",
     want_grad: bool = True,
     inplace: bool = False,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, CrossEntropyCache]:
     """:func:`cross_entropy`, plus the cache for :func:`cross_entropy_backward_from_cache`.
 
     For float32 class-index targets a fused kernel computes the loss and, when ``want_grad``,
-    the gradient in the same pass (into the logits themselves when ``inplace``).
+    the gradient in the same pass: into the logits themselves when ``inplace``, else into
+    ``out`` when it is a float32 array of the right shape (a buffer to reuse), else a new one.
     """
     check_options(ignore_index, reduction, label_smoothing, all_ignored)
     rows = _to_rows(logits, target, ignore_index)
@@ -182,7 +184,7 @@ def cross_entropy_forward(
         _check_inplace(logits, rows)
     if _kernel is not None and rows.labels is not None and rows.logits.dtype == np.float32:
         return _kernel_forward(
-            rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace
+            rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out
         )
     shifted, _ = _shift_by_max(rows.logits, axis=1)  # z - max z, a fresh (M, C) array
 
@@ -242,14 +244,19 @@ def _check_inplace(logits: np.ndarray, rows: _Rows) -> None:
 KERNEL_AVAILABLE = _kernel is not None
 
 
-def _kernel_forward(rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace):
+def _kernel_forward(
+    rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out=None
+):
     """The fused-kernel path: loss per row, and dL/dz (for grad_output = 1) if wanted."""
     class_weight = np.ones(len(rows.labels), np.float32) if weight is None else weight[rows.labels]
     class_weight[~rows.keep] = 0
     denominator = float(class_weight.sum(dtype=np.float64))
     grad = None
-    if want_grad:
-        grad = rows.logits if inplace else np.empty_like(rows.logits)
+    if want_grad and inplace:
+        grad = rows.logits
+    elif want_grad:
+        reusable = out is not None and out.shape == rows.logits.shape and out.dtype == np.float32
+        grad = out if reusable and out.flags.c_contiguous else np.empty_like(rows.logits)
     factor = 1.0
     if reduction == "mean":
         factor = 1.0 / denominator if denominator else 0.0

@@ -4,9 +4,10 @@ The readable NumPy version is :mod:`glassnet.functional.cross_entropy`; these ke
 same numbers (the tests hold them to it) in fewer passes over memory:
 
     per row z (C classes):  m = max z            one read of the row from memory
-                            s = sum exp(z - m)   from cache (a 128 KB row stays in L2)
+                            s = sum exp(z - m)   from cache (a 128 KB row stays in L2); with
+                                                 a gradient wanted, the exps are stored in it
                             loss pieces          O(1) per row
-    fused backward:         g = exp(z - m) * k   the row again from cache, g written once
+    fused backward:         g = e * k            scaled in cache, g written back once
 
 so forward + backward reads the logits from memory once and writes the gradient once, the
 memory bound of ``numpy.copyto``. ``out`` may be the logits array itself (in place): every
@@ -22,6 +23,7 @@ exactly the effective-target formulation of the reference (docs/derivations.md, 
 from __future__ import annotations
 
 import math
+import types as types_module
 
 import numpy as np
 from llvmlite import ir
@@ -31,9 +33,12 @@ from numba.extending import intrinsic
 F = np.float32
 _NEG_INF = F(-np.inf)
 _EXP_FLOOR = F(-87.0)  # exp(-87) ~ 1.6e-38, the bottom of float32's normal range
-# Reassociation lets LLVM vectorise the reductions; no "nnan"/"ninf", because -inf marks a
-# masked class and the kernels must see it.
+# Reassociation lets LLVM vectorise the reductions; no "ninf", because -inf marks a masked
+# class and the kernels must see it, and no "nnan", so that a NaN logit makes a NaN loss.
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
+# The row max alone may assume no NaN (LLVM vectorises a max reduction only then): a NaN in
+# the row still reaches the exp-sum, which runs without that assumption.
+FAST_NO_NAN = FAST | {"nnan"}
 
 
 @intrinsic
@@ -53,14 +58,14 @@ def _float32_from_bits(typingctx, bits):
 
 @njit(inline="always", fastmath=FAST)
 def exp_nonpositive(x):
-    """exp(x) for float32 x <= 0, exactly 0 below -87 (so -inf gives 0); ~1 ulp.
+    """exp(x) for float32 x <= 0, exactly 0 below -87 (so -inf gives 0), NaN for NaN; ~1 ulp.
 
     Cody-Waite reduction x = n ln2 + r with |r| <= ln2 / 2, the degree-5 minimax polynomial of
     Cephes' expf for exp(r), and 2^n assembled from its exponent bits. Written as plain
     arithmetic so that LLVM vectorises it (numba's math.exp is a scalar libm call).
     """
-    y = x if x > _EXP_FLOOR else _EXP_FLOOR
-    n = math.floor(y * F(1.44269504) + F(0.5))
+    y = _EXP_FLOOR if x < _EXP_FLOOR else x  # NaN stays NaN
+    n = np.floor(y * F(1.44269504) + F(0.5))  # np.floor stays float32; math.floor is int64
     r = y - n * F(0.693359375) - n * F(-2.12194440e-4)
     p = F(1.9875691500e-4)
     p = p * r + F(1.3981999507e-3)
@@ -69,16 +74,28 @@ def exp_nonpositive(x):
     p = p * r + F(1.6666665459e-1)
     p = p * r + F(5.0000001201e-1)
     p = p * r * r + r + F(1.0)
+    # float -> int of NaN is poison to LLVM (it may then drop the NaN from a sum): convert a
+    # NaN exponent as 0 and let the NaN in p carry through.
+    n = n if n == n else F(0.0)
     two_n = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
-    return p * two_n if x > _EXP_FLOOR else F(0.0)
+    return F(0.0) if x < _EXP_FLOOR else p * two_n
 
 
-@njit(inline="always", fastmath=FAST)
+@njit(fastmath=FAST_NO_NAN, cache=True)
 def _row_max(row):
+    """max(row), 0 for an all-masked row. Sixteen running maxima, one per vector lane: this
+    LLVM vectorises the lane updates, not a single running max (3x slower)."""
+    lanes = np.full(16, _NEG_INF)
+    body = row.shape[0] - row.shape[0] % 16
+    for j in range(0, body, 16):
+        for lane in range(16):
+            v = row[j + lane]
+            lanes[lane] = v if v > lanes[lane] else lanes[lane]
     m = _NEG_INF
-    for j in range(row.shape[0]):
-        v = row[j]
-        m = v if v > m else m
+    for lane in range(16):
+        m = lanes[lane] if lanes[lane] > m else m
+    for j in range(body, row.shape[0]):
+        m = row[j] if row[j] > m else m
     return m if m > _NEG_INF else F(0.0)  # an all-masked row shifts by 0
 
 
@@ -91,7 +108,7 @@ def _smoothing_sums(row, m, weight, has_weight):
     for j in range(row.shape[0]):
         v = row[j]
         w = weight[j] if has_weight else F(1.0)
-        unmasked = v > _NEG_INF
+        unmasked = v != _NEG_INF  # NaN counts as present, so that it propagates
         count += F(1.0) if unmasked else F(0.0)
         w_total += w if unmasked else F(0.0)
         wz_total += w * (v - m) if unmasked else F(0.0)
@@ -99,12 +116,15 @@ def _smoothing_sums(row, m, weight, has_weight):
 
 
 def _cross_entropy_rows(
-    logits, labels, class_weight, weight, has_weight, eps, scale, out, want_grad
+    logits, labels, class_weight, weight, has_weight, eps, scale, out, want_grad, inplace
 ):
     """Loss per row (returned) and, if want_grad, dL/dlogits * scale[row] into ``out``.
 
-    logits, out (M, C) float32 (out may be logits); labels (M,) int64, -1 for ignored rows;
-    class_weight (M,) float32 = w_y; weight (C,) float32 (read only if has_weight).
+    logits, out (M, C) float32; labels (M,) int64, -1 for ignored rows; class_weight (M,)
+    float32 = w_y; weight (C,) float32 (read only if has_weight). With ``inplace`` the gradient
+    is written through ``logits`` itself: stores through the array they load from let LLVM
+    vectorise (through a second name for the same memory its alias check would fall back to
+    scalar code).
     """
     rows, classes = logits.shape
     loss = np.zeros(rows, dtype=np.float32)
@@ -112,7 +132,9 @@ def _cross_entropy_rows(
         row = logits[i]
         label = labels[i]
         if label < 0:  # ignored: no loss, no gradient
-            if want_grad:
+            if want_grad and inplace:
+                row[:] = F(0.0)
+            elif want_grad:
                 out[i, :] = F(0.0)
             continue
         w_y = class_weight[i]
@@ -122,11 +144,27 @@ def _cross_entropy_rows(
             count, w_unmasked, wz_unmasked = _smoothing_sums(row, m, weight, has_weight)
         else:
             count, w_unmasked, wz_unmasked = F(1.0), F(0.0), F(0.0)
+        grad = row if inplace else out[i]
+        # Without smoothing the exps are stored as they are summed and scaled in place below
+        # (the row is still in cache); with smoothing they are recomputed there, because a
+        # stored exp of 0 would no longer tell a masked class from an underflowed one.
+        store = want_grad and not eps > 0
         total = F(0.0)
-        for j in range(classes):
-            total += exp_nonpositive(row[j] - m)
-        lse = math.log(total) if total > 0 else F(0.0)
-        target_unmasked = z_y > _NEG_INF
+        if store and inplace:
+            for j in range(classes):
+                e = exp_nonpositive(row[j] - m)
+                row[j] = e
+                total += e
+        elif store:
+            for j in range(classes):
+                e = exp_nonpositive(row[j] - m)
+                grad[j] = e
+                total += e
+        else:
+            for j in range(classes):
+                total += exp_nonpositive(row[j] - m)
+        lse = math.log(total) if total != 0 else F(0.0)
+        target_unmasked = z_y != _NEG_INF
         nll = lse - (z_y - m) if target_unmasked else F(np.inf)
         value = F(0.0)
         if w_y != 0:  # (a zero weight times an infinite nll counts as 0)
@@ -140,24 +178,32 @@ def _cross_entropy_rows(
         target_mass = (F(1.0) - eps) * w_y if target_unmasked else F(0.0)
         spread = eps / count if eps > 0 and count > 0 else F(0.0)
         mass = target_mass + spread * w_unmasked
-        k = c * mass / total if total > 0 else F(0.0)
-        grad = out[i]
-        # Each element is read just before it is written, so out may be the logits (in place).
-        if spread > 0:
+        k = c * mass / total if total != 0 else F(0.0)
+        if store:
+            for j in range(classes):
+                grad[j] *= k
+        else:  # each element is read just before it is written: the row may be its own output
             for j in range(classes):
                 v = row[j]
                 w = weight[j] if has_weight else F(1.0)
-                smoothing = c * spread * w if v > _NEG_INF else F(0.0)
+                smoothing = c * spread * w if v != _NEG_INF else F(0.0)
                 grad[j] = exp_nonpositive(v - m) * k - smoothing
-        else:
-            for j in range(classes):
-                grad[j] = exp_nonpositive(row[j] - m) * k
         grad[label] -= c * target_mass
     return loss
 
 
+def _renamed(function, name: str):
+    """The same function under another name. Numba names a cache entry after the function, so
+    two dispatchers of one function (serial and parallel) would load each other's code."""
+    clone = types_module.FunctionType(function.__code__, function.__globals__, name)
+    clone.__qualname__ = name
+    return clone
+
+
 _serial = njit(fastmath=FAST, cache=True)(_cross_entropy_rows)
-_parallel = njit(fastmath=FAST, cache=True, parallel=True)(_cross_entropy_rows)
+_parallel = njit(fastmath=FAST, cache=True, parallel=True)(
+    _renamed(_cross_entropy_rows, "_cross_entropy_rows_parallel")
+)
 
 # Below this many elements a parallel region costs more than it saves.
 PARALLEL_THRESHOLD = 1 << 16
@@ -169,5 +215,7 @@ def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=Non
     has_weight = weight is not None
     weight = weight if has_weight else np.ones(1, dtype=np.float32)
     want_grad = out is not None
+    inplace = want_grad and out is logits
     out = out if want_grad else logits
-    return kernel(logits, labels, class_weight, weight, has_weight, F(eps), scale, out, want_grad)
+    args = (logits, labels, class_weight, weight, has_weight, F(eps), scale, out, want_grad)
+    return kernel(*args, inplace)

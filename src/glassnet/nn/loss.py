@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from glassnet.functional.cross_entropy import (
@@ -57,9 +59,11 @@ class CrossEntropyLoss:
 
     def forward(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Loss of ``logits`` (N, C, ...) against ``target``; keeps what backward needs."""
+        reusable = self._released_gradient()
         loss, self._cache = cross_entropy_forward(
             logits,
             target,
+            out=reusable,
             weight=self.weight,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
@@ -70,6 +74,21 @@ class CrossEntropyLoss:
         return loss
 
     __call__ = forward
+
+    def _released_gradient(self) -> np.ndarray | None:
+        """The last gradient buffer, if nothing outside this object refers to it any more.
+
+        A training loop drops the previous step's dL/dlogits before the next forward; writing
+        the new one into the same memory then saves allocating (and page-faulting) N * C
+        numbers per step, as a caching allocator would. A buffer someone still holds (directly
+        or through a view) has a higher reference count and is left alone.
+        """
+        if self._cache is None or self._cache.grad is None or self.inplace:
+            return None
+        buffer = self._cache.grad
+        self._cache = None
+        # References: `buffer` here and getrefcount's argument; any view or holder adds one.
+        return buffer if sys.getrefcount(buffer) <= 2 else None
 
     def backward(self, grad_output: object = 1.0) -> np.ndarray:
         """dL/dlogits for the last forward call, shape and dtype of its logits."""
