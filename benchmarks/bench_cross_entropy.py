@@ -9,7 +9,7 @@ For each float32 (N, C) it times, in one process and on the same array:
   copyto      numpy.copyto of the logits: one read and one write, the memory bound
 and prints the ratios and the extra memory each glassnet variant allocates (tracemalloc). It
 then times the fused gradient against the Jacobian route, and LinearCrossEntropy against
-Linear + CrossEntropyLoss (time and peak memory). Times are medians after one warm-up call.
+Linear + CrossEntropyLoss (time and peak memory). Times are medians after three warm-up calls.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ SHAPES = [(128, 10), (4096, 1000), (4096, 32000), (1024, 128000)]
 JACOBIAN_CLASSES = [10, 100, 1000]
 
 
-def median_time(fn, repeat: int) -> float:
-    fn()
+def median_time(fn, repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):  # PyTorch's allocator and thread pool need a few calls to settle
+        fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -160,7 +161,7 @@ def compile_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for PyTorch and glassnet")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="small shapes only (a smoke test)")
     args = parser.parse_args()
 

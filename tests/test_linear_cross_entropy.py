@@ -115,7 +115,7 @@ def test_bad_input():
         layer(np.zeros((2, 4), np.float32), np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="chunk_size=0"):
         LinearCrossEntropy(4, 6, chunk_size=0)
-    with pytest.raises(RuntimeError, match="before forward"):
+    with pytest.raises(RuntimeError, match="needs a forward"):
         LinearCrossEntropy(4, 6).backward()
     with pytest.raises(ValueError, match="label_smoothing=2"):
         LinearCrossEntropy(4, 6, label_smoothing=2)

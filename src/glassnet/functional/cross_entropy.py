@@ -27,6 +27,7 @@ try:  # the fused Numba kernel for float32 index targets; the NumPy code below i
     from glassnet.kernels.cross_entropy import cross_entropy_rows as _kernel
 except ImportError:
     _kernel = None
+KERNEL_AVAILABLE = _kernel is not None
 
 Reduction = Literal["none", "mean", "sum"]
 AllIgnored = Literal["nan", "zero"]
@@ -239,9 +240,6 @@ def _check_inplace(logits: np.ndarray, rows: _Rows) -> None:
             f"class-index targets (got {np.asarray(logits).dtype} logits of shape "
             f"{np.shape(logits)}{'' if _kernel is not None else '; numba is not installed'})"
         )
-
-
-KERNEL_AVAILABLE = _kernel is not None
 
 
 def _kernel_forward(

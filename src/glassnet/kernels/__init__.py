@@ -17,6 +17,17 @@ except ImportError:  # glassnet still works, on the NumPy reference paths
 AVAILABLE = numba is not None
 
 
+def _quiet_threads() -> None:
+    """Prefer Numba's workqueue threading layer unless NUMBA_THREADING_LAYER says otherwise.
+
+    Its threads sleep between kernels. The OpenMP layer's threads spin-wait after each one, and
+    on a small machine they then compete for the cores with NumPy's BLAS threads (or
+    PyTorch's, in a side-by-side benchmark) that run next.
+    """
+    if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
 def _threads_from_environment() -> None:
     """Honour OMP_NUM_THREADS (the usual knob) when NUMBA_NUM_THREADS is not set."""
     if numba is None or "NUMBA_NUM_THREADS" in os.environ:
@@ -43,4 +54,5 @@ def get_num_threads() -> int:
     return 1 if numba is None else numba.get_num_threads()
 
 
+_quiet_threads()
 _threads_from_environment()

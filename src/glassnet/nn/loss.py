@@ -222,17 +222,25 @@ class LinearCrossEntropy(Module):
     ) -> np.ndarray | None:
         """dL/dx for the last forward call; dL/dW and dL/db are added to the parameters."""
         if self._grad_x is None:
-            raise RuntimeError("LinearCrossEntropy.backward() called before forward()")
+            raise RuntimeError(
+                "LinearCrossEntropy.backward() needs a forward() first (once per forward)"
+            )
         g = np.asarray(grad_output, dtype=self._grad_x.dtype)
         if g.ndim:
             raise ValueError(
                 "LinearCrossEntropy.backward takes a scalar grad_output (per-row weights for "
                 "reduction='none' would need a second pass over the logits)"
             )
-        self.weight.grad += g * self._grad_w
+        if g != 1:  # scale in place: a temporary g * dW would be as large as the weights
+            self._grad_w *= g
+            self._grad_x *= g
+            if self._grad_b is not None:
+                self._grad_b *= g
+        self.weight.grad += self._grad_w
         if self.bias is not None:
-            self.bias.grad += g * self._grad_b
-        return g * self._grad_x if need_input_grad else None
+            self.bias.grad += self._grad_b
+        grad_x, self._grad_x = self._grad_x, None  # handed out once: a second call would
+        return grad_x if need_input_grad else None  # otherwise add the same dW again
 
     def extra_repr(self) -> str:
         d, c = self.weight.shape[1], self.weight.shape[0]
