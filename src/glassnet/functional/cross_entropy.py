@@ -60,6 +60,7 @@ class CrossEntropyCache:
     reduction: str
     all_ignored: str
     grad: np.ndarray | None = None  # kernel path: (M, C) dL/dz for grad_output = 1
+    grad_scale: float = 1.0  # an upstream factor folded into every gradient
 
 
 def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
@@ -171,12 +172,15 @@ def cross_entropy_forward(
     want_grad: bool = True,
     inplace: bool = False,
     out: np.ndarray | None = None,
+    grad_scale: float = 1.0,
 ) -> tuple[np.ndarray, CrossEntropyCache]:
     """:func:`cross_entropy`, plus the cache for :func:`cross_entropy_backward_from_cache`.
 
     For float32 class-index targets a fused kernel computes the loss and, when ``want_grad``,
     the gradient in the same pass: into the logits themselves when ``inplace``, else into
     ``out`` when it is a float32 array of the right shape (a buffer to reuse), else a new one.
+    ``grad_scale`` multiplies every gradient this cache yields (an upstream factor known in
+    advance, applied inside the kernel instead of as another pass).
     """
     check_options(ignore_index, reduction, label_smoothing, all_ignored)
     rows = _to_rows(logits, target, ignore_index)
@@ -185,8 +189,9 @@ def cross_entropy_forward(
         _check_inplace(logits, rows)
     if _kernel is not None and rows.labels is not None and rows.logits.dtype == np.float32:
         return _kernel_forward(
-            rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out
-        )
+            rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out,
+            grad_scale,
+        )  # fmt: skip
     shifted, _ = _shift_by_max(rows.logits, axis=1)  # z - max z, a fresh (M, C) array
 
     if rows.labels is not None and label_smoothing == 0:
@@ -220,8 +225,9 @@ def cross_entropy_forward(
             denominator = float(len(shifted))
 
     cache = CrossEntropyCache(
-        exps, sums, labels, coef, dense, denominator, rows, reduction, all_ignored
-    )
+        exps, sums, labels, coef, dense, denominator, rows, reduction, all_ignored, None,
+        grad_scale,
+    )  # fmt: skip
     return _reduce(row_loss, cache), cache
 
 
@@ -243,7 +249,7 @@ def _check_inplace(logits: np.ndarray, rows: _Rows) -> None:
 
 
 def _kernel_forward(
-    rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out=None
+    rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out, grad_scale
 ):
     """The fused-kernel path: loss per row, and dL/dz (for grad_output = 1) if wanted."""
     class_weight = np.ones(len(rows.labels), np.float32) if weight is None else weight[rows.labels]
@@ -255,14 +261,14 @@ def _kernel_forward(
     elif want_grad:
         reusable = out is not None and out.shape == rows.logits.shape and out.dtype == np.float32
         grad = out if reusable and out.flags.c_contiguous else np.empty_like(rows.logits)
-    factor = 1.0
+    factor = grad_scale
     if reduction == "mean":
-        factor = 1.0 / denominator if denominator else 0.0
+        factor = grad_scale / denominator if denominator else 0.0
     scale = np.full(len(rows.labels), factor, dtype=np.float32)
     labels = np.where(rows.keep, rows.labels, -1)
     row_loss = _kernel(rows.logits, labels, class_weight, weight, label_smoothing, scale, grad)
     cache = CrossEntropyCache(
-        None, None, None, None, None, denominator, rows, reduction, all_ignored, grad
+        None, None, None, None, None, denominator, rows, reduction, all_ignored, grad, grad_scale
     )
     return _reduce(row_loss, cache), cache
 
@@ -279,8 +285,8 @@ def _reduce(row_loss: np.ndarray, cache: CrossEntropyCache) -> np.ndarray:
     return np.asarray(total / cache.denominator, dtype=dtype)
 
 
-def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
-    """dL_total/dL_row for every row: grad_output spread by the reduction, shape (M, 1)."""
+def _upstream(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
+    """grad_output checked against the reduction and spread over the rows: shape (M, 1)."""
     dtype = cache.rows.logits.dtype
     grad_output = np.asarray(grad_output, dtype=np.float64)
     num_rows = cache.rows.logits.shape[0]
@@ -297,12 +303,16 @@ def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
             f"grad_output must be a scalar for reduction={cache.reduction!r}, "
             f"got shape {grad_output.shape}"
         )
+    return np.full((num_rows, 1), grad_output, dtype)
+
+
+def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
+    """dL_total/dL_row for every row: grad_output spread by the reduction, shape (M, 1)."""
+    scale = _upstream(cache, grad_output) * cache.grad_scale
     if cache.reduction == "mean":
         # With nothing to average over, the loss does not depend on the logits at all.
-        if cache.denominator == 0:
-            return np.zeros((num_rows, 1), dtype)
-        grad_output = grad_output / cache.denominator
-    return np.full((num_rows, 1), grad_output, dtype)
+        return scale / cache.denominator if cache.denominator else np.zeros_like(scale)
+    return scale
 
 
 def cross_entropy_backward_from_cache(
@@ -332,12 +342,10 @@ def cross_entropy_backward_from_cache(
 
 
 def _scale_kernel_grad(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
+    """The kernel's gradient already holds the reduction and grad_scale; apply grad_output."""
     grad = cache.grad
-    if cache.reduction == "none" or np.ndim(grad_output) or float(grad_output) != 1.0:
-        scale = _row_scale(cache, grad_output)  # the reduction is already in cache.grad
-        if cache.reduction == "mean":
-            scale = scale * cache.denominator if cache.denominator else scale
-        grad = grad * scale
+    if np.ndim(grad_output) or float(grad_output) != 1.0:
+        grad = grad * _upstream(cache, grad_output)
     return _restore_layout(grad, cache.rows)
 
 

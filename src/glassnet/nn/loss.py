@@ -118,7 +118,7 @@ class LinearCrossEntropy(Module):
         weight: per-class loss weights (C,), as ``cross_entropy``'s ``weight`` (the layer's own
             (C, D) matrix is the parameter ``self.weight``, as in Linear).
         ignore_index, reduction, label_smoothing, all_ignored: as ``cross_entropy``.
-        chunk_size: rows per chunk (default: about 16M logits per chunk).
+        chunk_size: rows per chunk (default: 32M logits, 128 MB in float32, per chunk).
         init, rng, dtype: as Linear.
 
     Shapes: x (N, D), target (N,) class indices; loss () or (N,) for reduction "none".
@@ -153,7 +153,7 @@ class LinearCrossEntropy(Module):
         self.reduction, self.all_ignored = reduction, all_ignored
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
-        self.chunk_size = chunk_size or max(1, (1 << 24) // num_classes)
+        self.chunk_size = chunk_size or max(1, (1 << 25) // num_classes)
         self._grad_x: np.ndarray | None = None
         self._grad_w: np.ndarray | None = None
         self._grad_b: np.ndarray | None = None
@@ -177,28 +177,36 @@ class LinearCrossEntropy(Module):
         pieces = []
         for start in range(0, len(x), self.chunk_size):
             rows = slice(start, start + self.chunk_size)
-            logits = x[rows] @ w.T
-            if self.bias is not None:
-                logits += self.bias.data
-            in_place = KERNEL_AVAILABLE and logits.dtype == np.float32
-            loss, cache = cross_entropy_forward(
-                logits, target[rows], reduction="none", inplace=in_place, **self.options
-            )
+            loss = self._chunk(x[rows], target[rows], factor, grad_x[rows], grad_w, grad_b)
             pieces.append(loss)
-            grad_logits = cross_entropy_backward_from_cache(cache, 1.0)
-            if factor != 1.0:
-                grad_logits *= factor
-            # dL/dx = g W;  dL/dW += g^T x, a block of classes at a time (no (C, D) temporary)
-            grad_x[rows] = grad_logits @ w
-            for c0 in range(0, w.shape[0], 8192):
-                grad_w[c0 : c0 + 8192] += grad_logits[:, c0 : c0 + 8192].T @ x[rows]
-            if grad_b is not None:
-                grad_b += grad_logits.sum(axis=0)
         self._grad_x, self._grad_w, self._grad_b = grad_x, grad_w, grad_b
         per_row = np.concatenate(pieces) if pieces else np.zeros(0, dtype=grad_x.dtype)
         return self._reduce(per_row, denominator)
 
     __call__ = forward
+
+    def _chunk(self, x, target, factor, grad_x, grad_w, grad_b) -> np.ndarray:
+        """Loss of one chunk of rows; writes its dL/dx into grad_x and adds to grad_w, grad_b.
+
+        A method of its own so that the chunk's (rows, C) buffer is freed on return, before
+        the next chunk's is allocated.
+        """
+        w = self.weight.data
+        logits = x @ w.T
+        if self.bias is not None:
+            logits += self.bias.data
+        in_place = KERNEL_AVAILABLE and logits.dtype == np.float32
+        loss, cache = cross_entropy_forward(
+            logits, target, reduction="none", inplace=in_place, grad_scale=factor, **self.options
+        )
+        grad_logits = cross_entropy_backward_from_cache(cache, 1.0)  # in place: the logits
+        # dL/dx = g W;  dL/dW += g^T x, a block of classes at a time (no (C, D) temporary)
+        grad_x[...] = grad_logits @ w
+        for c0 in range(0, w.shape[0], 8192):
+            grad_w[c0 : c0 + 8192] += grad_logits[:, c0 : c0 + 8192].T @ x
+        if grad_b is not None:
+            grad_b += grad_logits.sum(axis=0)
+        return loss
 
     def _denominator(self, target: np.ndarray) -> float:
         keep = target != self.options["ignore_index"]
