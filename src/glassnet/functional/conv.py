@@ -54,20 +54,28 @@ def im2col(
     return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
 
 
-def _add_patches(parts: np.ndarray, x_shape, stride: int, padding: int) -> np.ndarray:
+def _add_patches(
+    parts: np.ndarray, x_shape, stride: int, padding: int, channels_last: bool
+) -> np.ndarray:
     """Sum per-offset gradients back onto the pixels they came from; returns NCHW.
 
-    ``parts[i, j]`` (N, H_out, W_out, C) is the gradient of the strided view of x that kernel
-    offset (i, j) reads; views of neighbouring offsets overlap, so their gradients add up.
+    ``parts[i, j]`` is the gradient of the strided view of x that kernel offset (i, j) reads,
+    (N, H_out, W_out, C) when ``channels_last`` else (N, C, H_out, W_out); the views of
+    neighbouring offsets overlap, so their gradients add up.
     """
     n, c, h, w = x_shape
-    kh, kw, _, h_out, w_out, _ = parts.shape
-    grad = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=parts.dtype)
+    kh, kw = parts.shape[:2]
+    h_out, w_out = parts.shape[3:5] if channels_last else parts.shape[4:6]
+    padded = (h + 2 * padding, w + 2 * padding)
+    grad = np.zeros((n, *padded, c) if channels_last else (n, c, *padded), dtype=parts.dtype)
+    lead = (slice(None),) if channels_last else (slice(None), slice(None))  # axes before H, W
     for i in range(kh):
         for j in range(kw):
-            grad[:, i : i + stride * h_out : stride, j : j + stride * w_out : stride] += parts[i, j]
-    grad = grad[:, padding : padding + h, padding : padding + w] if padding else grad
-    return np.ascontiguousarray(grad.transpose(0, 3, 1, 2))
+            rows = slice(i, i + stride * h_out, stride)
+            cols = slice(j, j + stride * w_out, stride)
+            grad[(*lead, rows, cols)] += parts[i, j]
+    grad = grad[(*lead, slice(padding, padding + h), slice(padding, padding + w))]
+    return np.ascontiguousarray(grad.transpose(0, 3, 1, 2)) if channels_last else grad
 
 
 def col2im(
@@ -82,7 +90,7 @@ def col2im(
     kh, kw = kernel_size
     h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     parts = grad_cols.reshape(n, h_out, w_out, kh, kw, c).transpose(3, 4, 0, 1, 2, 5)
-    return _add_patches(parts, x_shape, stride, padding)
+    return _add_patches(parts, x_shape, stride, padding, channels_last=True)
 
 
 def im2col_per_image(
@@ -109,14 +117,8 @@ def col2im_per_image(
     n, c, h, w = x_shape
     kh, kw = kernel_size
     h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    patches = grad_cols.reshape(n, c, kh, kw, h_out, w_out)
-    grad = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=grad_cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            grad[:, :, i : i + stride * h_out : stride, j : j + stride * w_out : stride] += patches[
-                :, :, i, j
-            ]
-    return grad[:, :, padding : padding + h, padding : padding + w] if padding else grad
+    parts = grad_cols.reshape(n, c, kh, kw, h_out, w_out).transpose(2, 3, 0, 1, 4, 5)
+    return _add_patches(parts, x_shape, stride, padding, channels_last=False)
 
 
 def unfold(
@@ -202,4 +204,4 @@ def conv2d_backward(
     parts = np.matmul(grad_2d, per_offset)  # (kH * kW, N * L, C_in)
     h_out, w_out = grad_out.shape[2:]
     parts = parts.reshape(*kernel, n, h_out, w_out, weight.shape[1])
-    return _add_patches(parts, x_shape, stride, padding), grad_w, grad_b
+    return _add_patches(parts, x_shape, stride, padding, channels_last=True), grad_w, grad_b

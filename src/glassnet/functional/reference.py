@@ -44,40 +44,29 @@ def conv2d_backward_loops(grad_out, x, weight, stride=1, padding=0):
     return grad_x, grad_w, grad_out.sum(axis=(0, 2, 3))
 
 
+def _window(x, b, ch, y, z, kernel_size, stride):
+    """The k x k window of image b, channel ch, whose output pixel is (y, z)."""
+    top, left = y * stride, z * stride
+    return x[b, ch, top : top + kernel_size, left : left + kernel_size]
+
+
 def max_pool2d_loops(x, kernel_size, stride=None):
-    """(out, grad routing mask) by scanning each window; ties go to the first maximum."""
+    """Max of every window, by scanning them one at a time."""
     stride = kernel_size if stride is None else stride
     n, c, h, w = x.shape
     h_out, w_out = (h - kernel_size) // stride + 1, (w - kernel_size) // stride + 1
     out = np.zeros((n, c, h_out, w_out), dtype=x.dtype)
-    for b in range(n):
-        for ch in range(c):
-            for y in range(h_out):
-                for z in range(w_out):
-                    window = x[
-                        b,
-                        ch,
-                        y * stride : y * stride + kernel_size,
-                        z * stride : z * stride + kernel_size,
-                    ]
-                    out[b, ch, y, z] = window.max()
+    for b, ch, y, z in np.ndindex(out.shape):
+        out[b, ch, y, z] = _window(x, b, ch, y, z, kernel_size, stride).max()
     return out
 
 
 def max_pool2d_backward_loops(grad_out, x, kernel_size, stride=None):
+    """Each window's gradient to its first maximum (PyTorch's tie rule)."""
     stride = kernel_size if stride is None else stride
     grad_x = np.zeros_like(x)
-    n, c, h_out, w_out = grad_out.shape
-    for b in range(n):
-        for ch in range(c):
-            for y in range(h_out):
-                for z in range(w_out):
-                    window = x[
-                        b,
-                        ch,
-                        y * stride : y * stride + kernel_size,
-                        z * stride : z * stride + kernel_size,
-                    ]
-                    i, j = np.unravel_index(np.argmax(window), window.shape)
-                    grad_x[b, ch, y * stride + i, z * stride + j] += grad_out[b, ch, y, z]
+    for b, ch, y, z in np.ndindex(grad_out.shape):
+        window = _window(x, b, ch, y, z, kernel_size, stride)
+        i, j = np.unravel_index(np.argmax(window), window.shape)
+        grad_x[b, ch, y * stride + i, z * stride + j] += grad_out[b, ch, y, z]
     return grad_x
