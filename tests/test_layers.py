@@ -91,7 +91,7 @@ def test_max_pool_matches_loop_reference(shape, k, stride):
     )
 
 
-def test_max_pool_ties_go_to_the_first_maximum_like_pytorch():
+def test_max_pool_ties_and_nan_like_pytorch():
     torch = pytest.importorskip("torch")
     x = np.array([[[[1.0, 1.0, 0.0, 0.0], [1.0, 0.5, 0.0, 0.0]]]])  # ties in both windows
     out, argmax = max_pool2d(x, 2)
@@ -99,6 +99,9 @@ def test_max_pool_ties_go_to_the_first_maximum_like_pytorch():
     xt = torch.tensor(x, requires_grad=True)
     torch.nn.functional.max_pool2d(xt, 2).sum().backward()
     np.testing.assert_array_equal(grad, xt.grad.numpy())
+    x[0, 0, 1, 3] = np.nan  # a NaN in a window is its maximum, as in PyTorch
+    out, _ = max_pool2d(x.astype(np.float32), 2)
+    assert np.isnan(out[0, 0, 0, 1]) and out[0, 0, 0, 0] == 1.0
 
 
 def make_layers():
