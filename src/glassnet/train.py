@@ -303,10 +303,8 @@ def train(
             started = time.perf_counter()
             model.train()
             running = state.running
-            remaining = batches(x_train, y_train, config.batch_size, state.order)
-            for _ in range(state.batch_index):
-                next(remaining)  # resuming mid-epoch: these batches were already done
-            for xb, yb in remaining:
+            done = state.batch_index * config.batch_size  # > 0 when resuming mid-epoch
+            for xb, yb in batches(x_train, y_train, config.batch_size, state.order[done:]):
                 model.zero_grad()
                 logits = model(xb)
                 loss = float(loss_fn(logits, yb))

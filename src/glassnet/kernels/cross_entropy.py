@@ -36,9 +36,6 @@ _EXP_FLOOR = F(-87.0)  # exp(-87) ~ 1.6e-38, the bottom of float32's normal rang
 # Reassociation lets LLVM vectorise the reductions; no "ninf", because -inf marks a masked
 # class and the kernels must see it, and no "nnan", so that a NaN logit makes a NaN loss.
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
-# The row max alone may assume no NaN (LLVM vectorises a max reduction only then): a NaN in
-# the row still reaches the exp-sum, which runs without that assumption.
-FAST_NO_NAN = FAST | {"nnan"}
 
 
 @intrinsic
@@ -81,7 +78,7 @@ def exp_nonpositive(x):
     return F(0.0) if x < _EXP_FLOOR else p * two_n
 
 
-@njit(fastmath=FAST_NO_NAN, cache=True)
+@njit(fastmath=FAST, cache=True)
 def _row_max(row):
     """max(row), 0 for an all-masked row. Sixteen running maxima, one per vector lane: this
     LLVM vectorises the lane updates, not a single running max (3x slower)."""
