@@ -238,6 +238,8 @@ def test_batches_and_validation_split():
     flat = [i for batch in got for i in batch]
     assert flat == order.tolist()
     assert [yb.tolist() for _, yb in batches(xt, yt, 5)] == [[0, 1, 2, 3, 4], [5, 6, 7]]
+    rest = [yb.tolist() for _, yb in batches(xt, yt, 3, order[6:])]  # the rest of an epoch
+    assert rest == [order[6:].tolist()]
     with pytest.raises(ValueError, match="batch_size=0"):
         next(batches(xt, yt, 0))
     with pytest.raises(ValueError, match=r"fraction=1\.5"):

@@ -29,12 +29,13 @@ def batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(x_batch, y_batch)`` pairs of ``batch_size`` (the last may be smaller).
 
-    ``order`` is a permutation of the sample indices (e.g. ``rng.permutation(len(x))`` for a
-    shuffled epoch); without it the samples come in their stored order.
+    ``order`` holds the sample indices to visit (``rng.permutation(len(x))`` for a shuffled
+    epoch, or the rest of one); without it all samples come in their stored order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    for start in range(0, len(x), batch_size):
+    count = len(x) if order is None else len(order)
+    for start in range(0, count, batch_size):
         if order is None:
             yield x[start : start + batch_size], y[start : start + batch_size]
         else:
