@@ -113,6 +113,11 @@ def test_bad_input():
         layer(np.zeros((2, 5), np.float32), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="target of shape"):
         layer(np.zeros((2, 4), np.float32), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"weight must have shape \(C,\) = \(6,\)"):
+        LinearCrossEntropy(4, 6, weight=np.ones(5))
+    weighted = LinearCrossEntropy(4, 6, weight=np.ones(6))
+    with pytest.raises(ValueError, match=r"target holds class 9"):
+        weighted(np.zeros((2, 4), np.float32), np.array([0, 9]))
     with pytest.raises(ValueError, match="chunk_size=0"):
         LinearCrossEntropy(4, 6, chunk_size=0)
     with pytest.raises(RuntimeError, match="needs a forward"):

@@ -204,11 +204,7 @@ def locate(
     )
     if not download_missing:
         raise DatasetNotFoundError(f"{spec.name} {split} files not found. {hint}")
-    target = (
-        dirs[0]
-        if data_dir is not None or os.environ.get("GLASSNET_DATA")
-        else cache_dir() / spec.name
-    )
+    target = dirs[0]  # data_dir, else $GLASSNET_DATA/<name>, else the user cache
     paths = []
     for name in names:
         existing = _existing(target, name)

@@ -128,7 +128,8 @@ def check_options(ignore_index, reduction, label_smoothing, all_ignored) -> None
         raise ValueError(f"label_smoothing={label_smoothing!r} must be a number in [0.0, 1.0]")
 
 
-def _check_weight(weight: object, num_classes: int, dtype: np.dtype) -> np.ndarray | None:
+def check_weight(weight: object, num_classes: int, dtype: np.dtype) -> np.ndarray | None:
+    """Validate a per-class weight (C,) and cast it (shared with nn.LinearCrossEntropy)."""
     if weight is None:
         return None
     weight = np.asarray(weight)
@@ -184,7 +185,7 @@ def cross_entropy_forward(
     """
     check_options(ignore_index, reduction, label_smoothing, all_ignored)
     rows = _to_rows(logits, target, ignore_index)
-    weight = _check_weight(weight, rows.logits.shape[1], rows.logits.dtype)
+    weight = check_weight(weight, rows.logits.shape[1], rows.logits.dtype)
     if inplace:
         _check_inplace(logits, rows)
     if _kernel is not None and rows.labels is not None and rows.logits.dtype == np.float32:

@@ -12,6 +12,7 @@ from glassnet.functional.cross_entropy import (
     CrossEntropyCache,
     Reduction,
     check_options,
+    check_weight,
     cross_entropy_backward_from_cache,
     cross_entropy_forward,
 )
@@ -145,7 +146,7 @@ class LinearCrossEntropy(Module):
         self._parameters = self.linear._parameters  # "weight", "bias": same names as Linear
         self.weight, self.bias = self.linear.weight, self.linear.bias
         self.options = {
-            "weight": weight,
+            "weight": check_weight(weight, num_classes, np.dtype(dtype)),
             "ignore_index": ignore_index,
             "label_smoothing": label_smoothing,
         }
@@ -213,7 +214,9 @@ class LinearCrossEntropy(Module):
         class_weight = self.options["weight"]
         if class_weight is None:
             return float(keep.sum())
-        return float(np.asarray(class_weight, dtype=np.float64)[target[keep]].sum())
+        # clip: an out-of-range class is reported, clearly, by the chunk's cross_entropy check
+        picked = np.take(class_weight.astype(np.float64), target[keep], mode="clip")
+        return float(picked.sum())
 
     def _reduce(self, per_row: np.ndarray, denominator: float) -> np.ndarray:
         if self.reduction == "none":
