@@ -4,15 +4,8 @@ import numpy as np
 import pytest
 
 from glassnet import gradcheck, gradcheck_layer
-from glassnet.functional.conv import (
-    col2im,
-    col2im_per_image,
-    conv2d,
-    conv2d_backward,
-    im2col,
-    im2col_per_image,
-    unfold,
-)
+from glassnet.functional import conv as conv_module
+from glassnet.functional.conv import col2im, conv2d, conv2d_backward, im2col, tap_rows, unfold
 from glassnet.functional.pool import max_pool2d, max_pool2d_backward
 from glassnet.functional.reference import (
     conv2d_backward_loops,
@@ -42,56 +35,119 @@ CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
 ]
 
 
-@pytest.mark.parametrize("layout", [im2col, im2col_per_image])
+@pytest.fixture(params=["kernels", "numpy"])
+def path(request, monkeypatch):
+    """Run a test on the Numba kernels and again on the NumPy reference code."""
+    if request.param == "numpy":
+        monkeypatch.setattr(conv_module, "_kernels", None)
+    elif conv_module._kernels is None:
+        pytest.skip("numba is not installed")
+    return request.param
+
+
+@pytest.mark.parametrize("layout", [im2col, tap_rows, None])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n,c_in,h,w,c_out,k,stride,padding", CONV_CASES)
-def test_conv2d_matches_loop_reference(layout, n, c_in, h, w, c_out, k, stride, padding):
+def test_conv2d_matches_loop_reference(
+    path, layout, dtype, n, c_in, h, w, c_out, k, stride, padding
+):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c_in, h, w))
-    weight = rng.standard_normal((c_out, c_in, k, k))
-    bias = rng.standard_normal(c_out)
-    cols = layout(x, (k, k), stride, padding)
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    weight = rng.standard_normal((c_out, c_in, k, k)).astype(dtype)
+    bias = rng.standard_normal(c_out).astype(dtype)
+    cols = None if layout is None else layout(x, (k, k), stride, padding)
+    tolerance = {"atol": 1e-12} if dtype == np.float64 else {"atol": 1e-4, "rtol": 1e-5}
     out = conv2d(x, weight, bias, stride, padding, cols=cols)
-    np.testing.assert_allclose(out, conv2d_loops(x, weight, bias, stride, padding), atol=1e-12)
-    grad_out = rng.standard_normal(out.shape)
-    grads = conv2d_backward(grad_out, x.shape, weight, cols, stride, padding)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, conv2d_loops(x, weight, bias, stride, padding), **tolerance)
+    grad_out = rng.standard_normal(out.shape).astype(dtype)
+    grads = conv2d_backward(grad_out, x, weight, cols, stride, padding)
     expected = conv2d_backward_loops(grad_out, x, weight, stride, padding)
     for ours, theirs in zip(grads, expected, strict=True):
-        np.testing.assert_allclose(ours, theirs, atol=1e-12)
-
-
-@pytest.mark.parametrize("pair", [(im2col, col2im), (im2col_per_image, col2im_per_image)])
-def test_col2im_is_the_adjoint_of_im2col(pair):
-    # <im2col(x), c> = <x, col2im(c)> for all x, c: the defining property of the adjoint.
-    forward, adjoint = pair
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 3, 7, 6))
-    cols = forward(x, (3, 2), 2, 1)
-    c = rng.standard_normal(cols.shape)
-    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * adjoint(c, x.shape, (3, 2), 2, 1)))
+        assert ours.dtype == dtype
+        np.testing.assert_allclose(ours, theirs, **tolerance)
+    assert conv2d_backward(grad_out, x, weight, cols, stride, padding, need_grad_x=False)[0] is None
 
 
 def test_unfold_picks_the_layout_by_channel_count():
-    assert unfold(np.zeros((2, 1, 5, 5)), (3, 3)).shape == (2, 9, 9)
-    assert unfold(np.zeros((2, 8, 5, 5)), (3, 3)).shape == (2 * 9, 72)
+    assert unfold(np.zeros((2, 1, 5, 5)), (3, 3)).shape == (1 * 9 + 1, 2, 3, 3)
+    assert unfold(np.zeros((2, 8, 5, 5)), (3, 3)).shape == (2 * 9, 9 * 8)
+    bias_row = tap_rows(np.zeros((2, 3, 5, 5)), (3, 3), 2, 1)[-1]
+    np.testing.assert_array_equal(bias_row, np.ones((2, 3, 3)))
+
+
+@pytest.mark.parametrize("c_in", [1, 8])
+def test_outputs_are_channels_last_in_memory_and_any_input_layout_works(path, c_in):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, c_in, 6, 6))
+    weight = rng.standard_normal((3, c_in, 3, 3))
+    out = conv2d(x, weight)
+    assert out.shape == (2, 3, 4, 4) and out.transpose(0, 2, 3, 1).flags.c_contiguous
+    # the same numbers from an NCHW input, a channels-last one and a non-contiguous view
+    views = [x, np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)]
+    views.append(np.repeat(x, 2, axis=3)[..., ::2])
+    for view in views:
+        np.testing.assert_allclose(conv2d(view, weight), out, atol=1e-12)
+    pooled, _ = max_pool2d(out, 2)
+    assert pooled.transpose(0, 2, 3, 1).flags.c_contiguous
+    np.testing.assert_array_equal(pooled, max_pool2d_loops(np.ascontiguousarray(out), 2))
+
+
+def test_inference_in_batch_slices_equals_one_product(path):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 8, 6, 6)).astype(np.float32)
+    weight = rng.standard_normal((3, 8, 3, 3)).astype(np.float32)
+    whole = conv2d(x, weight, cols=im2col(x, (3, 3)))
+    one_image_at_a_time = conv2d(x, weight, max_cols_bytes=1)
+    np.testing.assert_allclose(one_image_at_a_time, whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_col2im_is_the_adjoint_of_im2col(path, dtype):
+    # <im2col(x), c> = <x, col2im(c)> for all x, c: the defining property of the adjoint.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+    cols = im2col(x, (3, 2), 2, 1)
+    c = rng.standard_normal(cols.shape).astype(dtype)
+    np.testing.assert_allclose(
+        np.sum(cols * c, dtype=np.float64),
+        np.sum(x * col2im(c, x.shape, (3, 2), 2, 1), dtype=np.float64),
+        rtol=1e-12 if dtype == np.float64 else 1e-5,
+    )
+
+
+def test_kernels_equal_the_numpy_reference_on_the_convnet_shapes(monkeypatch):
+    if conv_module._kernels is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 32, 13, 13)).astype(np.float32)
+    fast = im2col(x, (3, 3)), max_pool2d(x, 2)
+    monkeypatch.setattr(conv_module, "_kernels", None)
+    slow = im2col(x, (3, 3)), max_pool2d(x, 2)
+    np.testing.assert_array_equal(fast[0], slow[0])  # copies: bit for bit
+    np.testing.assert_array_equal(fast[1][0], slow[1][0])
+    np.testing.assert_array_equal(fast[1][1], slow[1][1])
 
 
 @pytest.mark.parametrize(
     "shape,k,stride",
     [((2, 3, 6, 6), 2, None), ((2, 2, 7, 5), 2, None), ((1, 2, 7, 7), 3, 2), ((2, 1, 6, 6), 3, 1)],
 )
-def test_max_pool_matches_loop_reference(shape, k, stride):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_pool_matches_loop_reference(path, dtype, shape, k, stride):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal(shape)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, :2, :2] = x[0, 0, 0, 0]  # a tie
     out, argmax = max_pool2d(x, k, stride)
     np.testing.assert_array_equal(out, max_pool2d_loops(x, k, stride))
-    grad_out = rng.standard_normal(out.shape)
-    np.testing.assert_allclose(
+    grad_out = rng.standard_normal(out.shape).astype(dtype)
+    np.testing.assert_allclose(  # overlapping windows add their gradients in another order
         max_pool2d_backward(grad_out, argmax, x.shape, k, stride),
         max_pool2d_backward_loops(grad_out, x, k, stride),
     )
 
 
-def test_max_pool_ties_and_nan_like_pytorch():
+def test_max_pool_ties_and_nan_like_pytorch(path):
     torch = pytest.importorskip("torch")
     x = np.array([[[[1.0, 1.0, 0.0, 0.0], [1.0, 0.5, 0.0, 0.0]]]])  # ties in both windows
     out, argmax = max_pool2d(x, 2)
@@ -294,3 +350,30 @@ def test_load_state_dict_checks_keys_and_shapes():
     state["8.weight"] = np.zeros((10, 3))
     with pytest.raises(ValueError, match=r"8\.weight"):
         model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_kernel_equals_the_numpy_expression(dtype, monkeypatch):
+    from glassnet.functional import activation
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, np.nan, -0.0]
+    channels_last_x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    grad = rng.standard_normal(x.shape).astype(dtype)
+    results = []
+    for kernels in (activation._kernels, None):
+        if kernels is None:
+            monkeypatch.setattr(activation, "_kernels", None)
+        y = activation.relu(channels_last_x)
+        assert y.strides == channels_last_x.strides  # the layout is kept
+        g = activation.relu_backward(grad, y)  # grad is NCHW: layouts differ, still right
+        g_same = activation.relu_backward(
+            np.ascontiguousarray(grad.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), y
+        )
+        results.append((y, g, g_same))
+    for fast, slow in zip(*results, strict=True):
+        np.testing.assert_array_equal(fast, slow)
+    y = results[0][0]
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    assert np.isnan(y[0, 0, 0, 1]) and results[0][1][0, 0, 0, 1] == 0  # no gradient through NaN

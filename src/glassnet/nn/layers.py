@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from glassnet.functional.activation import relu, relu_backward
 from glassnet.functional.conv import conv2d, conv2d_backward, unfold
 from glassnet.functional.pool import max_pool2d, max_pool2d_backward
 from glassnet.functional.softmax import softmax
@@ -126,24 +127,26 @@ class Conv2d(Module):
         self.bias = b
         if b is not None:
             self._parameters["bias"] = b
+        self._x: np.ndarray | None = None
         self._cols: np.ndarray | None = None
-        self._x_shape: tuple[int, int, int, int] | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"Conv2d expects input (N, {self.in_channels}, H, W), got shape {x.shape}"
             )
-        k = self.kernel_size
-        self._x_shape = x.shape
-        self._cols = unfold(x, (k, k), self.stride, self.padding)
+        k, weight = self.kernel_size, self.weight.data
+        self._x = x
+        # In training the patches are kept for the weight gradient; in eval mode conv2d
+        # builds them a batch slice at a time, and backward (if called) rebuilds them.
+        self._cols = unfold(x, (k, k), self.stride, self.padding) if self.training else None
         bias = None if self.bias is None else self.bias.data
-        return conv2d(x, self.weight.data, bias, self.stride, self.padding, cols=self._cols)
+        return conv2d(x, weight, bias, self.stride, self.padding, cols=self._cols)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         grad_x, grad_w, grad_b = conv2d_backward(
             grad_out,
-            self._x_shape,
+            self._x,
             self.weight.data,
             self._cols,
             self.stride,
@@ -166,11 +169,11 @@ class ReLU(Module):
     """``max(x, 0)``; the gradient passes where the input was positive (not at 0, as PyTorch)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._out = np.maximum(x, 0)
+        self._out = relu(x)
         return self._out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        return grad_out * (self._out > 0) if need_input_grad else None
+        return relu_backward(grad_out, self._out) if need_input_grad else None
 
 
 class MaxPool2d(Module):

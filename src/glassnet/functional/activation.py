@@ -1,0 +1,52 @@
+"""ReLU and its backward pass.
+
+``relu(x) = max(x, 0)``; its gradient passes where the *output* was positive (at 0 it is 0, as
+in PyTorch). The NumPy expressions below are the reference; for float32/float64 arrays that
+are dense in memory (any axis order, e.g. a convolution's channels-last output) a threaded
+Numba kernel computes the same numbers in one pass, and the result keeps the input's layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from glassnet.kernels import conv as _kernels
+except ImportError:
+    _kernels = None
+
+
+def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
+    """1-D views of the arrays' memory, if they share one dense layout and a kernel dtype."""
+    first = arrays[0]
+    if _kernels is None or first.dtype not in (np.float32, np.float64):
+        return None
+    if any(a.dtype != first.dtype or a.strides != first.strides for a in arrays):
+        return None
+    order = np.argsort(first.strides, kind="stable")[::-1]  # outermost axis first
+    views = [a.transpose(order) for a in arrays]
+    if not views[0].flags.c_contiguous:
+        return None
+    return [v.reshape(-1) for v in views]
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` elementwise (NaN stays NaN); the output has x's memory layout."""
+    out = np.empty_like(x)
+    flat = _flat(x, out)
+    if flat is None:
+        np.maximum(x, 0, out=out)
+    else:
+        _kernels.relu(*flat)
+    return out
+
+
+def relu_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dL/dx = grad_out * (y > 0), with y = relu(x) the forward output."""
+    grad = np.empty_like(y, dtype=np.result_type(grad_out, y))
+    flat = _flat(grad_out, y, grad)
+    if flat is None:
+        np.multiply(grad_out, y > 0, out=grad)
+    else:
+        _kernels.relu_backward(*flat)
+    return grad
