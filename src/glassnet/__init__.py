@@ -1,5 +1,7 @@
 """glassnet: a see-through neural-network library in NumPy."""
 
+# First, before anything loads NumPy: OpenBLAS settings it reads once (see _environment).
+from glassnet import _environment  # noqa: F401  # isort: skip
 from glassnet import functional, nn, optim
 from glassnet.gradcheck import GradcheckResult, gradcheck, gradcheck_layer
 

@@ -4,7 +4,8 @@ backward pass on channels-last (N, H, W, C) arrays, and ReLU on flat arrays.
 The readable NumPy versions are in :mod:`glassnet.functional` (conv, pool, activation), and
 the tests hold these kernels to them. Why channels last: the innermost loop of every kernel
 below runs over C contiguous channels, so it is one vector load, compare or add per 16
-float32s, and the loops around it only index whole pixels. In NCHW the same loops would stride through memory a row of an image at a time.
+float32s, and the loops around it only index whole pixels. In NCHW the same loops would
+stride through memory a row of an image at a time.
 
 All kernels are threaded over the images of the batch (``prange``) and write into an output
 array the caller allocates, so the functional layer decides shapes, dtypes and layouts.
