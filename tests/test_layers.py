@@ -377,3 +377,21 @@ def test_relu_kernel_equals_the_numpy_expression(dtype, monkeypatch):
     y = results[0][0]
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     assert np.isnan(y[0, 0, 0, 1]) and results[0][1][0, 0, 0, 1] == 0  # no gradient through NaN
+
+
+def test_inplace_relu_gives_the_same_numbers_and_reuses_the_buffers():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    grad = rng.standard_normal(x.shape).astype(np.float32)
+    plain, inplace = ReLU(), ReLU(inplace=True)
+    expected_y, expected_g = plain(x), plain.backward(grad)
+    x_copy, grad_copy = x.copy(), grad.copy()
+    y = inplace(x_copy)
+    g = inplace.backward(grad_copy)
+    assert y is x_copy and g is grad_copy
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(g, expected_g)
+    assert repr(inplace) == "ReLU(inplace=True)" and repr(plain) == "ReLU()"
+    read_only = grad.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(inplace.backward(read_only), expected_g)  # not overwritten

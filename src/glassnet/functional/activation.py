@@ -30,9 +30,12 @@ def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     return [v.reshape(-1) for v in views]
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)`` elementwise (NaN stays NaN); the output has x's memory layout."""
-    out = np.empty_like(x)
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``max(x, 0)`` elementwise (NaN stays NaN); the output has x's memory layout.
+
+    ``out`` may be ``x`` itself (in place).
+    """
+    out = np.empty_like(x) if out is None else out
     flat = _flat(x, out)
     if flat is None:
         np.maximum(x, 0, out=out)
@@ -41,9 +44,12 @@ def relu(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def relu_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dL/dx = grad_out * (y > 0), with y = relu(x) the forward output."""
-    grad = np.empty_like(y, dtype=np.result_type(grad_out, y))
+def relu_backward(grad_out: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dL/dx = grad_out * (y > 0), with y = relu(x) the forward output.
+
+    ``out`` may be ``grad_out`` itself (in place).
+    """
+    grad = np.empty_like(y, dtype=np.result_type(grad_out, y)) if out is None else out
     flat = _flat(grad_out, y, grad)
     if flat is None:
         np.multiply(grad_out, y > 0, out=grad)

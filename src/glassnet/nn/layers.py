@@ -166,14 +166,30 @@ class Conv2d(Module):
 
 
 class ReLU(Module):
-    """``max(x, 0)``; the gradient passes where the input was positive (not at 0, as PyTorch)."""
+    """``max(x, 0)``; the gradient passes where the input was positive (not at 0, as PyTorch).
+
+    ``inplace=True`` (as ``torch.nn.ReLU(inplace=True)``) overwrites the input with the output,
+    and in backward the incoming gradient with the outgoing one: the same numbers without
+    allocating (and first touching) two new activation-sized arrays per step. Use it where
+    nothing else keeps the input, e.g. right after a Conv2d or Linear, as in ``convnet()``.
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._out = relu(x)
+        self._out = relu(x, out=x if self.inplace else None)
         return self._out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        return relu_backward(grad_out, self._out) if need_input_grad else None
+        if not need_input_grad:
+            return None
+        writable = self.inplace and grad_out.flags.writeable and grad_out.dtype == self._out.dtype
+        return relu_backward(grad_out, self._out, out=grad_out if writable else None)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class MaxPool2d(Module):
