@@ -1,6 +1,6 @@
 """Every speed number glassnet tracks, against PyTorch CPU and the memory bound, in one run.
 
-Run:  python benchmarks/bench_all.py [--threads 2] [--quick]
+Run:  python benchmarks/bench_all.py [--threads 2] [--quick] [--blas-kernels cpu|environment]
 
 1. cross-entropy forward + backward (and in place) against PyTorch and numpy.copyto,
 2. the fused gradient against the Jacobian route,
@@ -12,6 +12,8 @@ Accuracy over full training runs is bench_train.py's job (it takes minutes per e
 """
 
 from __future__ import annotations
+
+import glassnet  # noqa: F401  # isort: skip  (first: it sets OpenBLAS's environment, see README)
 
 import argparse
 import os
@@ -27,7 +29,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="small shapes only (a smoke test)")
+    parser.add_argument(
+        "--blas-kernels", choices=["cpu", "environment"], default="cpu", help=tr.BLAS_KERNELS_HELP
+    )
     args = parser.parse_args()
+    tr.use_cpu_blas_kernels(args.blas_kernels)
 
     import torch
 
@@ -39,7 +45,7 @@ def main() -> None:
     keep_freed_memory()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
-        f"torch {torch.__version__}; {args.threads} threads\n"
+        f"{tr.blas_description()}; torch {torch.__version__}; {args.threads} threads\n"
     )
     ce.bench_shapes(ce.SHAPES[:2] if args.quick else ce.SHAPES, args.repeat)
     ce.bench_jacobian(args.repeat, n=32 if args.quick else 256)
@@ -59,8 +65,10 @@ def main() -> None:
             f"{numbers['pytorch']:>7,.0f}  glassnet/pytorch {ratio:.2f}x"
         )
     if not args.quick:
+        cold, warm = ce.compile_seconds()
         print(
-            f"\nfirst-call compile time of the kernels (empty cache): {ce.compile_seconds():.1f}s"
+            "\nimport + the convnet's first training step and inference in a new process: "
+            f"{cold:.1f}s with an empty kernel cache (compiling), {warm:.1f}s from the cache"
         )
 
 

@@ -11,10 +11,15 @@ side, then training and inference throughput (images per second), and writes --j
 
 from __future__ import annotations
 
+import glassnet  # noqa: F401  # isort: skip  (first: it sets OpenBLAS's environment, see README)
+
 import argparse
+import ctypes
+import glob
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -70,15 +75,28 @@ def train_torch(torch, data, epochs, batch_size, seed):
     return history, accuracy(x_test, y_test)
 
 
-def throughput(step, images: int, repeat: int = 5) -> float:
-    step()
+def _seconds(step, repeat: int) -> float:
     start = time.perf_counter()
     for _ in range(repeat):
         step()
-    return images * repeat / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / repeat
 
 
-def measure_throughput(torch, x_train, y_train):
+def side_by_side(ours, theirs, images: int, repeat: int, rounds: int) -> dict[str, float]:
+    """Images per second of two steps, timed in alternating rounds; the median round of each.
+
+    Alternating rounds share out slow phases of a busy machine between both frameworks, and
+    the median ignores a round that a burst of other work hit.
+    """
+    ours(), theirs()  # warm up: compile, allocate, fill caches
+    times = {"glassnet": [], "pytorch": []}
+    for _ in range(rounds):
+        times["glassnet"].append(_seconds(ours, repeat))
+        times["pytorch"].append(_seconds(theirs, repeat))
+    return {name: images / float(np.median(t)) for name, t in times.items()}
+
+
+def measure_throughput(torch, x_train, y_train, rounds: int = 7):
     """Images per second: a training step at batch 128, inference at batch 1000."""
     xb, yb = x_train[:128], y_train[:128]
     xi = x_train[:1000]
@@ -112,15 +130,63 @@ def measure_throughput(torch, x_train, y_train):
             net(txi)
 
     return {
-        "train_images_per_s": {
-            "glassnet": throughput(ours_train, 128, 20),
-            "pytorch": throughput(torch_train, 128, 20),
-        },
-        "inference_images_per_s": {
-            "glassnet": throughput(ours_infer, 1000),
-            "pytorch": throughput(torch_infer, 1000),
-        },
+        "train_images_per_s": side_by_side(ours_train, torch_train, 128, 10, rounds),
+        "inference_images_per_s": side_by_side(ours_infer, torch_infer, 1000, 2, rounds),
     }
+
+
+BLAS_KERNELS_HELP = (
+    "OpenBLAS kernels: 'cpu' (default) uses the set glassnet picks for this CPU even where the "
+    "environment pins another OPENBLAS_CORETYPE (the run is restarted with it, and the header "
+    "says so); 'environment' keeps the environment's"
+)
+
+
+def use_cpu_blas_kernels(mode: str) -> None:
+    """With mode 'cpu', restart this script with glassnet's OPENBLAS_CORETYPE for this CPU if
+    the environment pins a different one (OpenBLAS reads it only when it loads).
+
+    Why: PyTorch, measured in the same process, picks its kernels for the CPU itself (oneDNN
+    uses AVX-512 where there is one). An inherited OPENBLAS_CORETYPE=Haswell, a common
+    workaround for OpenBLAS#6029 on Zen 5, would hold NumPy's products to AVX2.
+    """
+    from glassnet._environment import openblas_settings
+
+    if mode != "cpu" or os.environ.get("GLASSNET_BENCH_RESTARTED"):
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            wanted = openblas_settings({}, f.read()).get("OPENBLAS_CORETYPE")
+    except OSError:
+        return
+    current = os.environ.get("OPENBLAS_CORETYPE")
+    if wanted is None or current is None or current.lower() == wanted.lower():
+        return
+    print(f"[OPENBLAS_CORETYPE={current} in the environment; this run uses {wanted}]", flush=True)
+    env = {**os.environ, "OPENBLAS_CORETYPE": wanted, "GLASSNET_BENCH_RESTARTED": current}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def blas_description() -> str:
+    """NumPy's BLAS and, for OpenBLAS, the kernel set it chose and its thread timeout."""
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    text = f"{config['name']} {config.get('version', '')}".strip()
+    core = None
+    for path in glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*")):
+        if "openblas" in os.path.basename(path):
+            library = ctypes.CDLL(path)
+            for name in ("scipy_openblas_get_corename64_", "openblas_get_corename"):
+                if hasattr(library, name):
+                    function = getattr(library, name)
+                    function.restype = ctypes.c_char_p
+                    core = function().decode()
+    if core:
+        timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
+        text += f" (kernels: {core}, thread timeout: {timeout}"
+        if os.environ.get("GLASSNET_BENCH_RESTARTED"):
+            text += f"; the environment had {os.environ['GLASSNET_BENCH_RESTARTED']}"
+        text += ")"
+    return text
 
 
 def main() -> None:
@@ -137,7 +203,11 @@ def main() -> None:
         help="one run of each framework per seed; accuracy is compared on the mean",
     )
     parser.add_argument("--json", default="bench_train.json", help="where to write the results")
+    parser.add_argument(
+        "--blas-kernels", choices=["cpu", "environment"], default="cpu", help=BLAS_KERNELS_HELP
+    )
     args = parser.parse_args()
+    use_cpu_blas_kernels(args.blas_kernels)
 
     import torch
 
@@ -145,8 +215,8 @@ def main() -> None:
     keep_freed_memory()  # as glassnet.train does; set before either framework runs
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
-        f"torch {torch.__version__} ({args.threads} threads); {args.dataset}, {args.epochs} "
-        f"epochs, seeds {args.seeds}"
+        f"{blas_description()}; torch {torch.__version__} ({args.threads} threads); "
+        f"{args.dataset}, {args.epochs} epochs, seeds {args.seeds}"
     )
     x_train, y_train = load(args.dataset, "train", args.data_dir)
     x_test, y_test = load(args.dataset, "test", args.data_dir)

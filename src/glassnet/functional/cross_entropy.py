@@ -73,7 +73,7 @@ def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
         raise ValueError(f"logits of shape {logits.shape} have no classes (C = 0)")
     dtype = compute_dtype(logits.dtype)
     # Move classes to the last axis: (N, C, d1..dk) -> (N, d1..dk, C) -> (M, C)
-    moved = logits if unbatched else np.moveaxis(logits, 1, -1)
+    moved = logits if logits.ndim <= 2 else np.moveaxis(logits, 1, -1)  # (N, C) already is
     flat = moved.reshape(-1, num_classes).astype(dtype, copy=False)
     index_shape = () if unbatched else logits.shape[:1] + logits.shape[2:]
 
@@ -90,7 +90,8 @@ def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
                 f"ignore_index={ignore_index} is not supported with probability targets "
                 "(as in PyTorch); give ignored positions zero probability instead"
             )
-        probs = np.moveaxis(target, 0 if unbatched else 1, -1).reshape(-1, num_classes)
+        probs = target if target.ndim <= 2 else np.moveaxis(target, 1, -1)
+        probs = probs.reshape(-1, num_classes)
         return _Rows(flat, None, None, probs.astype(dtype), index_shape, logits.shape, logits.dtype)
 
     if target.shape != index_shape:
