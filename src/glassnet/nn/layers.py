@@ -14,7 +14,7 @@ from glassnet.functional.activation import relu, relu_backward
 from glassnet.functional.conv import conv2d, conv2d_backward, unfold
 from glassnet.functional.pool import max_pool2d, max_pool2d_backward
 from glassnet.functional.softmax import softmax
-from glassnet.nn.module import Module, Parameter
+from glassnet.nn.module import Module, Parameter, is_grad_enabled
 
 INITS = ("pytorch", "glorot")
 
@@ -23,6 +23,15 @@ def _positive_int(value: object, name: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
     return int(value)
+
+
+def _check_cached(layer: Module, cache: object) -> None:
+    """Raise the error a backward without a usable forward deserves."""
+    if cache is None:
+        raise RuntimeError(
+            f"{type(layer).__name__}.backward() needs a forward() first; if forward ran under "
+            "no_grad(), nothing was kept for backward"
+        )
 
 
 def _init_weight_and_bias(
@@ -64,22 +73,21 @@ class Linear(Module):
         weight, b = _init_weight_and_bias(
             shape, self.in_features, self.out_features, bias, init, rng, dtype
         )
-        self._parameters["weight"] = self.weight = weight
+        self.weight = weight
         self.bias = b
-        if b is not None:
-            self._parameters["bias"] = b
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear expects input (N, {self.in_features}), got {x.shape}")
-        self._x = x
+        self._x = x if is_grad_enabled() else None
         y = x @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
         return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        _check_cached(self, self._x)
         # dL/dW = grad^T x, dL/db = sum over the batch, dL/dx = grad W
         self.weight.grad += grad_out.T @ self._x
         if self.bias is not None:
@@ -123,10 +131,8 @@ class Conv2d(Module):
         weight, b = _init_weight_and_bias(
             shape, self.in_channels * k * k, self.out_channels * k * k, bias, init, rng, dtype
         )
-        self._parameters["weight"] = self.weight = weight
+        self.weight = weight
         self.bias = b
-        if b is not None:
-            self._parameters["bias"] = b
         self._x: np.ndarray | None = None
         self._cols: np.ndarray | None = None
 
@@ -136,14 +142,17 @@ class Conv2d(Module):
                 f"Conv2d expects input (N, {self.in_channels}, H, W), got shape {x.shape}"
             )
         k, weight = self.kernel_size, self.weight.data
-        self._x = x
+        keep = is_grad_enabled()
+        self._x = x if keep else None
         # In training the patches are kept for the weight gradient; in eval mode conv2d
         # builds them a batch slice at a time, and backward (if called) rebuilds them.
-        self._cols = unfold(x, (k, k), self.stride, self.padding) if self.training else None
+        training = keep and self.training
+        self._cols = unfold(x, (k, k), self.stride, self.padding) if training else None
         bias = None if self.bias is None else self.bias.data
         return conv2d(x, weight, bias, self.stride, self.padding, cols=self._cols)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        _check_cached(self, self._x)
         grad_x, grad_w, grad_b = conv2d_backward(
             grad_out,
             self._x,
@@ -177,12 +186,15 @@ class ReLU(Module):
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = bool(inplace)
+        self._out: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._out = relu(x, out=x if self.inplace else None)
-        return self._out
+        out = relu(x, out=x if self.inplace else None)
+        self._out = out if is_grad_enabled() else None
+        return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        _check_cached(self, self._out)
         if not need_input_grad:
             return None
         writable = self.inplace and grad_out.flags.writeable and grad_out.dtype == self._out.dtype
@@ -250,8 +262,9 @@ class Dropout(Module):
             return x
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        self._mask = keep * np.asarray(scale, dtype=x.dtype)
-        return x * self._mask
+        mask = keep * np.asarray(scale, dtype=x.dtype)
+        self._mask = mask if is_grad_enabled() else None
+        return x * mask
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if not need_input_grad:

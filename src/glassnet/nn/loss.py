@@ -142,9 +142,8 @@ class LinearCrossEntropy(Module):
         dtype: type = np.float32,
     ) -> None:
         super().__init__()
-        self.linear = Linear(in_features, num_classes, bias, init=init, rng=rng, dtype=dtype)
-        self._parameters = self.linear._parameters  # "weight", "bias": same names as Linear
-        self.weight, self.bias = self.linear.weight, self.linear.bias
+        linear = Linear(in_features, num_classes, bias, init=init, rng=rng, dtype=dtype)
+        self.weight, self.bias = linear.weight, linear.bias  # Linear's names: "weight", "bias"
         self.options = {
             "weight": check_weight(weight, num_classes, np.dtype(dtype)),
             "ignore_index": ignore_index,
