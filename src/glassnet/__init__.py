@@ -4,6 +4,8 @@
 from glassnet import _environment  # noqa: F401  # isort: skip
 from glassnet import functional, nn, optim
 from glassnet.gradcheck import GradcheckResult, gradcheck, gradcheck_layer
+from glassnet.model_file import load_model, save_model
+from glassnet.nn.module import is_grad_enabled, no_grad
 
 __version__ = "0.1.0"
 __all__ = [
@@ -12,6 +14,10 @@ __all__ = [
     "functional",
     "gradcheck",
     "gradcheck_layer",
+    "is_grad_enabled",
+    "load_model",
     "nn",
+    "no_grad",
     "optim",
+    "save_model",
 ]

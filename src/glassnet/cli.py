@@ -89,27 +89,52 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str):
-    from glassnet.train import restore_run
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,28,28 (C,H,W)")
+    return shape
 
-    run = restore_run(Path(path))
-    run.model.eval()
-    return run
+
+def _open_model(path: str):
+    """The model file (or training checkpoint) at ``path``, its model in eval mode."""
+    from glassnet.model_file import read_model_file
+
+    opened = read_model_file(Path(path))
+    opened.model.eval()
+    return opened
+
+
+def _input_shape(opened, given: tuple[int, ...] | None, path: str) -> tuple[int, ...]:
+    shape = given or opened.input_shape
+    if shape is None:
+        raise ValueError(
+            f"{path} does not record its input shape: pass --input-shape, e.g. 1,28,28"
+        )
+    return tuple(shape)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from glassnet.data import DATASETS, load
     from glassnet.train import evaluate
 
-    run = _load_model(args.checkpoint)
-    dataset = args.dataset or run.config.dataset
+    opened = _open_model(args.checkpoint)
+    dataset = args.dataset or opened.metadata.get("config", {}).get("dataset")
+    if dataset is None:
+        raise ValueError(
+            f"{args.checkpoint} does not say which dataset it was trained on: "
+            "pass --dataset mnist or --dataset fashion-mnist"
+        )
     classes = DATASETS[dataset].classes
     x, y = load(dataset, "test", args.data_dir)
-    result = evaluate(run.model, x, y, len(classes))
-    print(
-        f"{dataset} test set ({len(y)} images), model from {args.checkpoint} "
-        f"(epoch {run.state.epoch})"
-    )
+    _check_images(x, opened, args.checkpoint, f"the {dataset} test set")
+    result = evaluate(opened.model, x, y, len(classes))
+    epoch = opened.metadata.get("epoch")
+    trained = f" (epoch {epoch})" if epoch is not None else ""
+    print(f"{dataset} test set ({len(y)} images), model from {args.checkpoint}{trained}")
     print(f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}\n")
     width = max(map(len, classes))
     print(f"{'class':<{width}}  accuracy")
@@ -124,33 +149,62 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_images(path: Path, invert: bool) -> np.ndarray:
-    """(N, 1, 28, 28) float32 in [0, 1] from a PNG (any size, resized) or an IDX image file."""
+def _check_images(x: np.ndarray, opened, path: str, source: str) -> None:
+    if opened.input_shape is not None and tuple(x.shape[1:]) != opened.input_shape:
+        raise ValueError(
+            f"{source} holds images of shape {tuple(x.shape[1:])}, but {path} expects "
+            f"{opened.input_shape}"
+        )
+
+
+def _read_images(path: Path, invert: bool, shape: tuple[int, ...]) -> np.ndarray:
+    """(N, C, H, W) float32 in [0, 1] from a PNG (resized to ``shape``) or an IDX image file."""
     from glassnet.data import read_idx
 
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ValueError(f"images need an input shape (1 or 3, H, W), the model's is {shape}")
+    channels, height, width = shape
     if path.suffix.lower() == ".png":
         from PIL import Image
 
         with Image.open(path) as image:
-            gray = image.convert("L")
-            if gray.size != (28, 28):
-                gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
-            pixels = np.asarray(gray, dtype=np.float32)[None]
+            converted = image.convert("L" if channels == 1 else "RGB")
+            if converted.size != (width, height):
+                converted = converted.resize((width, height), Image.Resampling.LANCZOS)
+            pixels = np.asarray(converted, dtype=np.float32).reshape(height, width, channels)
+            pixels = pixels.transpose(2, 0, 1)[None]
     else:
-        pixels = read_idx(path, 2051).astype(np.float32)
-    pixels = pixels[:, None] / 255.0
+        pixels = read_idx(path, 2051).astype(np.float32)[:, None]
+        if pixels.shape[1:] != shape:
+            raise ValueError(
+                f"{path} holds images of shape {pixels.shape[1:]}, the model expects {shape}"
+            )
+    pixels = pixels / 255.0
     return 1.0 - pixels if invert else pixels
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _class_names(opened, count: int) -> list[str]:
     from glassnet.data import DATASETS
-    from glassnet.functional import softmax
 
-    run = _load_model(args.checkpoint)
-    classes = DATASETS[run.config.dataset].classes
+    if opened.classes is not None:
+        return opened.classes
+    dataset = opened.metadata.get("config", {}).get("dataset")
+    if dataset in DATASETS:
+        return list(DATASETS[dataset].classes)
+    return [str(i) for i in range(count)]
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from glassnet.functional import softmax
+    from glassnet.nn import no_grad
+
+    opened = _open_model(args.checkpoint)
+    shape = _input_shape(opened, args.input_shape, args.checkpoint)
     for file in args.files:
-        images = _read_images(Path(file), args.invert)
-        probs = softmax(run.model(images), axis=1)
+        images = _read_images(Path(file), args.invert, shape)
+        with no_grad():
+            probs = softmax(opened.model(images), axis=1)
+        classes = _class_names(opened, probs.shape[1])
         for i, row in enumerate(probs[: args.limit]):
             top = np.argsort(row)[::-1][: args.top]
             guesses = ", ".join(f"{classes[c]} {row[c]:.3f}" for c in top)
@@ -161,20 +215,39 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(args: argparse.Namespace) -> int:
+def _model_and_shape(args: argparse.Namespace):
+    """The model a summary or trace looks at: a file's, or the seeds' convnet."""
     from glassnet.nn import convnet
+
+    if args.model is None:
+        return convnet(rng=np.random.default_rng(0)), args.input_shape or (1, 28, 28)
+    opened = _open_model(args.model)
+    return opened.model, _input_shape(opened, args.input_shape, args.model)
+
+
+def _summary(args: argparse.Namespace) -> int:
     from glassnet.nn.inspect import summary
 
-    print(summary(convnet(), (1, 28, 28)))
+    model, shape = _model_and_shape(args)
+    print(summary(model, shape))
     return 0
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from glassnet.nn import convnet
     from glassnet.nn.inspect import format_trace, trace
 
-    model = convnet(rng=np.random.default_rng(0))
-    print(format_trace(trace(model, (1, 28, 28)), (1, 28, 28)))
+    model, shape = _model_and_shape(args)
+    print(format_trace(trace(model, shape), shape))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from glassnet.onnx import export
+
+    opened = _open_model(args.checkpoint)
+    shape = _input_shape(opened, args.input_shape, args.checkpoint)
+    export(opened.model, args.out, shape, opset=args.opset)
+    print(f"Wrote {args.out} (ONNX opset {args.opset}, input (N, {', '.join(map(str, shape))}))")
     return 0
 
 
@@ -234,10 +307,34 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--invert", action="store_true", help="dark ink on a light background")
     predict.set_defaults(run=_predict)
 
-    summary = commands.add_parser("summary", help="layers, output shapes and parameter counts")
-    summary.set_defaults(run=_summary)
-    trace = commands.add_parser("trace", help="shapes of one forward and backward pass")
-    trace.set_defaults(run=_trace)
+    shape_help = "one sample's shape C,H,W (default: the one the model file records)"
+    predict.add_argument("--input-shape", type=_shape, help=shape_help)
+
+    for name, run, text in (
+        ("summary", _summary, "layers, output shapes and parameter counts"),
+        ("trace", _trace, "shapes of one forward and backward pass"),
+    ):
+        command = commands.add_parser(
+            name,
+            help=text,
+            description=f"{text} of a model file's "
+            "model, or of the seeds' convnet when none is given",
+        )
+        command.add_argument("model", nargs="?", help="a model file or training checkpoint")
+        command.add_argument("--input-shape", type=_shape, help=shape_help)
+        command.set_defaults(run=run)
+
+    export = commands.add_parser(
+        "export",
+        help="write a model file as ONNX",
+        description="Eval-mode semantics (Dropout off, BatchNorm's running statistics), a "
+        "dynamic batch axis. Needs the onnx package: pip install 'glassnet[onnx]'.",
+    )
+    export.add_argument("checkpoint", help="a model file or training checkpoint")
+    export.add_argument("out", help="the .onnx file to write")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    export.add_argument("--input-shape", type=_shape, help=shape_help)
+    export.set_defaults(run=_export)
     return parser
 
 
@@ -246,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as error:  # bad input, missing or broken files
+    except (ValueError, OSError, ImportError) as error:  # bad input, broken files, no extra
         parser.exit(2, f"glassnet {args.command}: error: {error}\n")
 
 

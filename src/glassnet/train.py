@@ -24,7 +24,8 @@ from glassnet.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from glassnet.data import DATASETS, batches, load, validation_split
 from glassnet.functional import cross_entropy
 from glassnet.memory import keep_freed_memory
-from glassnet.nn import CrossEntropyLoss, Sequential, convnet
+from glassnet.model_file import model_metadata
+from glassnet.nn import CrossEntropyLoss, Module, Sequential, convnet, no_grad
 from glassnet.optim import OPTIMIZERS, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -109,7 +110,8 @@ def save_run(run: Run, path: Path) -> None:
     arrays |= {f"optim.{k}": v for k, v in optim_state.items() if isinstance(v, np.ndarray)}
     if run.state.order is not None:
         arrays["epoch_order"] = run.state.order
-    metadata = {
+    classes = DATASETS[run.config.dataset].classes
+    metadata = model_metadata(run.model, (1, 28, 28), list(classes)) | {
         "config": asdict(run.config),
         "epoch": run.state.epoch,
         "step": run.state.step,
@@ -147,18 +149,22 @@ def restore_run(path: Path) -> Run:
 
 
 def evaluate(
-    model: Sequential, x: np.ndarray, y: np.ndarray, num_classes: int = 10, batch_size: int = 1000
+    model: Module, x: np.ndarray, y: np.ndarray, num_classes: int = 10, batch_size: int = 1000
 ) -> dict[str, Any]:
-    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) in eval mode."""
+    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) in eval mode,
+    under ``no_grad`` (no layer keeps a cache)."""
     was_training = model.training
     model.eval()
     total_loss = 0.0
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for xb, yb in batches(x, y, batch_size):
-        logits = model(xb)
-        total_loss += float(cross_entropy(logits, yb, reduction="sum"))
-        np.add.at(confusion, (yb, logits.argmax(axis=1)), 1)
-    model.train(was_training)
+    try:
+        with no_grad():
+            for xb, yb in batches(x, y, batch_size):
+                logits = model(xb)
+                total_loss += float(cross_entropy(logits, yb, reduction="sum"))
+                np.add.at(confusion, (yb, logits.argmax(axis=1)), 1)
+    finally:
+        model.train(was_training)
     n = max(len(y), 1)
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     return {

@@ -1,36 +1,93 @@
-"""Look inside a Sequential model: a Keras-like summary, and a trace of one training step."""
+"""Look inside any model: a Keras-like summary, and a trace of one training step.
+
+Both watch the model's *leaf* modules (those without children, plus any module holding its
+own parameters) by wrapping their ``forward`` and ``backward`` for the duration of one call,
+so they work for a Sequential and for a user's Module subclass (a residual block) alike.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from glassnet.nn.loss import CrossEntropyLoss
-from glassnet.nn.module import Sequential
+from glassnet.nn.module import Module, backward_of, call_backward, no_grad
 
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["N", *map(str, shape[1:])]) + ")"
 
 
-def summary(model: Sequential, input_shape: tuple[int, ...]) -> str:
+def _watched(model: Module) -> list[tuple[str, Module]]:
+    """The modules a summary or trace lists: leaves, and any module with its own parameters."""
+    watched = []
+    for path, module in model.named_modules():
+        own = any(param is not None for param in module._parameters.values())
+        if own or not any(True for _ in module.children()):
+            watched.append((path or type(module).__name__.lower(), module))
+    return watched
+
+
+@contextmanager
+def _watching(
+    modules: list[tuple[str, Module]],
+    on_forward: Callable[[str, Module, np.ndarray], None],
+    on_backward: Callable[[str, Module, np.ndarray | None], None] | None = None,
+) -> Iterator[None]:
+    """Temporarily report every forward (and backward) call of ``modules``."""
+
+    def forward_of(path, module, original):
+        def forward(*args, **kwargs):
+            out = original(*args, **kwargs)
+            on_forward(path, module, out)
+            return out
+
+        return forward
+
+    def backward_of_(path, module, original):
+        def backward(grad_out, need_input_grad=True):
+            grad = call_backward(original, grad_out, need_input_grad)
+            on_backward(path, module, grad)
+            return grad
+
+        return backward
+
+    try:
+        for path, module in modules:
+            object.__setattr__(module, "forward", forward_of(path, module, module.forward))
+            if on_backward is not None:
+                object.__setattr__(module, "backward", backward_of_(path, module, module.backward))
+        yield
+    finally:
+        for _, module in modules:
+            module.__dict__.pop("forward", None)
+            module.__dict__.pop("backward", None)
+
+
+def summary(model: Module, input_shape: tuple[int, ...]) -> str:
     """A table of layers, output shapes and parameter counts for inputs of ``input_shape``.
 
     ``input_shape`` excludes the batch, e.g. (1, 28, 28); a zero batch of one is run through
-    the model in eval mode to find the shapes.
+    the model in eval mode (under ``no_grad``) to find the shapes.
     """
     was_training = model.training
-    model.eval()
     x = np.zeros((1, *input_shape), dtype=np.float32)
     rows = [("Input", _shape(x.shape), "")]
-    total = 0
-    for i, layer in enumerate(model.layers):
-        x = layer.forward(x)
-        count = sum(param.data.size for param in layer.parameters())
-        total += count
-        rows.append((f"{i} {type(layer).__name__}", _shape(x.shape), f"{count:,}"))
-    model.train(was_training)
+
+    def record(path, module, out):
+        own = sum(p.data.size for p in module._parameters.values() if p is not None)
+        rows.append((f"{path} {type(module).__name__}", _shape(np.shape(out)), f"{own:,}"))
+
+    model.eval()
+    try:
+        with no_grad(), _watching(_watched(model), record):
+            model(x)
+    finally:
+        model.train(was_training)
+    total = sum(param.data.size for param in model.parameters())
     header = ("Layer (type)", "Output shape", "Params")
     widths = [max(len(str(row[c])) for row in [header, *rows]) + 2 for c in range(3)]
     line = "-" * sum(widths)
@@ -45,44 +102,46 @@ def summary(model: Sequential, input_shape: tuple[int, ...]) -> str:
 
 @dataclass
 class TraceStep:
-    layer: str  # e.g. "8 Linear"
+    layer: str  # e.g. "8 Linear" (the module's dotted path, then its class)
     output_shape: tuple[int, ...]  # forward output
     grad_shape: tuple[int, ...] | None  # backward output dL/d(input); None if not needed
     param_grads: dict[str, tuple[int, ...]]  # e.g. {"weight": (10, 1600), "bias": (10,)}
 
 
 def trace(
-    model: Sequential, input_shape: tuple[int, ...], rng: np.random.Generator | None = None
+    model: Module, input_shape: tuple[int, ...], rng: np.random.Generator | None = None
 ) -> list[TraceStep]:
     """Run one sample forward, the loss's ``p - y`` backward, and record every layer's shapes.
 
-    Parameter gradients are left zeroed afterwards; the model's mode is restored.
+    Steps are in forward order; a module called twice appears twice. The model must end in
+    logits (N, C). Parameter gradients are left zeroed afterwards; the mode is restored.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     x = rng.random((1, *input_shape), dtype=np.float32)
-    outputs = []
-    for layer in model.layers:
-        x = layer.forward(x)
-        outputs.append(x.shape)
-    loss_fn = CrossEntropyLoss()
-    loss_fn(x, np.zeros(1, dtype=np.int64))
-    grad = loss_fn.backward()
+    steps: list[TraceStep] = []
+    pending: dict[int, list[TraceStep]] = {}  # a module's steps whose backward is still due
+
+    def on_forward(path, module, out):
+        params = {n: p.shape for n, p in module._parameters.items() if p is not None}
+        steps.append(TraceStep(f"{path} {type(module).__name__}", np.shape(out), None, params))
+        pending.setdefault(id(module), []).append(steps[-1])
+
+    def on_backward(path, module, grad):
+        step = pending[id(module)].pop()  # backward visits a module's calls in reverse
+        step.grad_shape = None if grad is None else np.shape(grad)
+
+    was_training = model.training
     model.zero_grad()
-    steps = []
-    for i in range(len(model.layers) - 1, -1, -1):
-        layer = model.layers[i]
-        grad = layer.backward(grad, need_input_grad=i > 0)
-        params = {name: param.grad.shape for name, param in layer.named_parameters()}
-        steps.append(
-            TraceStep(
-                f"{i} {type(layer).__name__}",
-                outputs[i],
-                None if grad is None else grad.shape,
-                params,
-            )
-        )
-    model.zero_grad()
-    return steps[::-1]
+    try:
+        with _watching(_watched(model), on_forward, on_backward):
+            logits = model(x)
+            loss_fn = CrossEntropyLoss()
+            loss_fn(logits, np.zeros(1, dtype=np.int64))
+            backward_of(model, loss_fn.backward(), need_input_grad=False)
+    finally:
+        model.zero_grad()
+        model.train(was_training)
+    return steps
 
 
 def format_trace(steps: list[TraceStep], input_shape: tuple[int, ...]) -> str:
@@ -99,10 +158,12 @@ def format_trace(steps: list[TraceStep], input_shape: tuple[int, ...]) -> str:
         f"backward (the loss hands back dL/dlogits = p - y, {shape(steps[-1].output_shape)})",
     ]
     for step in reversed(steps):
-        name = f"{step.layer.split()[1].lower()}_backward ({step.layer.split()[0]})"
+        path, kind = step.layer.rsplit(" ", 1)
+        name = f"{kind.lower()}_backward ({path})"
         grad = "input gradient not needed" if step.grad_shape is None else shape(step.grad_shape)
         params = "".join(
-            f", d{'W' if n == 'weight' else 'b'} {s}" for n, s in step.param_grads.items()
+            f", d{'W' if n == 'weight' else 'b' if n == 'bias' else n} {s}"
+            for n, s in step.param_grads.items()
         )
         lines.append(f"  -> {name:<{width}} -> {grad}{params}")
     return "\n".join(lines)

@@ -460,7 +460,11 @@ def backward_of(module: Module, grad_out: np.ndarray, need_input_grad: bool = Tr
     """``module.backward(grad_out, need_input_grad=...)``, or ``module.backward(grad_out)`` for
     a user's module whose backward takes only the gradient (its input gradient is then
     computed and, if not needed, dropped)."""
-    backward = module.backward
+    return call_backward(module.backward, grad_out, need_input_grad)
+
+
+def call_backward(backward: Callable, grad_out: np.ndarray, need_input_grad: bool = True):
+    """Call a (bound) backward method as :func:`backward_of` does."""
     if _accepts_need_input_grad(getattr(backward, "__func__", backward)):
         return backward(grad_out, need_input_grad=need_input_grad)
     grad = backward(grad_out)
