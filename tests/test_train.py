@@ -111,7 +111,7 @@ def test_progress_bar_on_a_terminal_and_quiet_mode(tiny_arrays):
     "options,words",
     [
         ({"dataset": "cifar"}, "dataset='cifar'"),
-        ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+        ({"optimizer": "adagrad"}, "optimizer='adagrad'"),
         ({"epochs": 0}, "epochs=0"),
         ({"lr": 0.0}, "lr=0.0"),
         ({"schedule": "linear"}, "schedule"),

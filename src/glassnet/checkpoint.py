@@ -29,10 +29,15 @@ class CheckpointError(ValueError):
     """A checkpoint that is truncated, tampered with, or not a glassnet checkpoint."""
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """C-contiguous, keeping 0-d arrays 0-d (np.ascontiguousarray makes them (1,))."""
+    return np.require(array, requirements="C")
+
+
 def _digest(arrays: dict[str, np.ndarray], document: str) -> str:
     digest = hashlib.sha256(document.encode())
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
+        array = _contiguous(arrays[name])
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
@@ -42,7 +47,7 @@ def save_checkpoint(
     path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, Any]
 ) -> None:
     """Atomically write ``arrays`` and the JSON-serialisable ``metadata`` to ``path``."""
-    arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+    arrays = {name: _contiguous(value) for name, value in arrays.items()}
     document = json.dumps(metadata, sort_keys=True)
     header = {"format": FORMAT, "metadata": document, "sha256": _digest(arrays, document)}
     atomic_write(Path(path), save_safetensors(arrays, metadata=header))

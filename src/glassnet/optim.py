@@ -175,7 +175,66 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class RMSprop(Optimizer):
+    """RMSprop: divide the gradient by a running root mean square of its recent values.
+
+    ``g = grad + wd * p;  v = alpha v + (1 - alpha) g^2;  d = sqrt(v) + eps``, or when
+    ``centered`` ``a = alpha a + (1 - alpha) g;  d = sqrt(v - a^2) + eps``; then
+    ``p -= lr * g / d``, or with momentum ``b = mu b + g / d;  p -= lr * b``. All state
+    starts at zero. Matches ``torch.optim.RMSprop``.
+    """
+
+    state_names = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(params, lr)
+        for name, value in [("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay),
+                            ("momentum", momentum)]:  # fmt: skip
+            if not value >= 0:
+                raise ValueError(f"{name}={value!r} must be >= 0")
+        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, centered
+
+    def _update(self, param: Parameter, state: dict[str, np.ndarray]) -> None:
+        grad = param.grad
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param.data
+        if not state:
+            state["square_avg"] = np.zeros_like(param.data)
+            if self.centered:
+                state["grad_avg"] = np.zeros_like(param.data)
+            if self.momentum > 0:
+                state["momentum_buffer"] = np.zeros_like(param.data)
+        square_avg = state["square_avg"]
+        square_avg *= self.alpha
+        square_avg += (1 - self.alpha) * grad * grad
+        if self.centered:
+            grad_avg = state["grad_avg"]
+            grad_avg += (1 - self.alpha) * (grad - grad_avg)
+            # The variance estimate E[g^2] - E[g]^2 instead of the raw second moment.
+            avg = np.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            avg = np.sqrt(square_avg)
+        avg += self.eps
+        if self.momentum > 0:
+            buf = state["momentum_buffer"]
+            buf *= self.momentum
+            buf += grad / avg
+            param.data -= self.lr * buf
+        else:
+            param.data -= self.lr * (grad / avg)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 class LRScheduler:

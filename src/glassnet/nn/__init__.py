@@ -1,8 +1,9 @@
 """Layers that hold parameters and the caches their backward passes need."""
 
+from glassnet.nn.activation import GELU, Identity, LeakyReLU, Sigmoid, Tanh
 from glassnet.nn.inspect import format_trace, summary, trace
 from glassnet.nn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax
-from glassnet.nn.loss import CrossEntropyLoss, LinearCrossEntropy
+from glassnet.nn.loss import CrossEntropyLoss, LinearCrossEntropy, MSELoss, NLLLoss
 from glassnet.nn.models import convnet
 from glassnet.nn.module import (
     REGISTRY,
@@ -15,23 +16,33 @@ from glassnet.nn.module import (
     no_grad,
     register,
 )
+from glassnet.nn.normalization import BatchNorm1d, BatchNorm2d
 
 __all__ = [
+    "GELU",
     "REGISTRY",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "Identity",
     "IncompatibleKeys",
+    "LeakyReLU",
     "Linear",
     "LinearCrossEntropy",
+    "MSELoss",
     "MaxPool2d",
     "Module",
+    "NLLLoss",
     "Parameter",
     "ReLU",
     "Sequential",
+    "Sigmoid",
     "Softmax",
     "StateDictError",
+    "Tanh",
     "convnet",
     "format_trace",
     "is_grad_enabled",

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from glassnet.functional._checks import check_reduction
 from glassnet.functional.cross_entropy import (
     KERNEL_AVAILABLE,
     AllIgnored,
@@ -15,6 +16,12 @@ from glassnet.functional.cross_entropy import (
     check_weight,
     cross_entropy_backward_from_cache,
     cross_entropy_forward,
+)
+from glassnet.functional.losses import (
+    mse_loss,
+    mse_loss_backward,
+    nll_loss_backward_from_cache,
+    nll_loss_forward,
 )
 from glassnet.nn.layers import Linear
 from glassnet.nn.module import Module
@@ -255,3 +262,91 @@ class LinearCrossEntropy(Module):
     def extra_repr(self) -> str:
         d, c = self.weight.shape[1], self.weight.shape[0]
         return f"in_features={d}, num_classes={c}, chunk_size={self.chunk_size}"
+
+
+class MSELoss:
+    """Mean squared error ``(input - target)^2`` over all elements, as ``torch.nn.MSELoss``.
+
+    Args: reduction, "mean" (default), "sum" or "none" (see :func:`functional.mse_loss`).
+    Shapes: input and target (...), one shape; loss () or, for "none", that shape.
+    ``forward`` keeps input and target; ``backward`` returns ``2 * (input - target) / numel``
+    for "mean" (times ``grad_output``).
+
+    >>> loss_fn = MSELoss()
+    >>> float(loss_fn(np.array([1.0, 2.0]), np.array([0.0, 4.0])))
+    2.5
+    >>> loss_fn.backward()
+    array([ 1., -2.])
+    """
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        check_reduction(reduction)
+        self.reduction = reduction
+        self._saved: tuple[np.ndarray, np.ndarray] | None = None
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Loss of ``input`` against ``target``; keeps both for backward."""
+        loss = mse_loss(input, target, self.reduction)
+        self._saved = (input, target)
+        return loss
+
+    __call__ = forward
+
+    def backward(self, grad_output: object = 1.0) -> np.ndarray:
+        """dL/dinput for the last forward call, input's shape and dtype."""
+        if self._saved is None:
+            raise RuntimeError("MSELoss.backward() called before forward()")
+        return mse_loss_backward(*self._saved, grad_output, self.reduction)
+
+    def __repr__(self) -> str:
+        return f"MSELoss(reduction={self.reduction!r})"
+
+
+class NLLLoss:
+    """Negative log-likelihood ``-weight[y] * log_probs[y]`` of class-index targets.
+
+    Args: weight (C,), ignore_index and reduction, as :func:`functional.nll_loss`.
+    Shapes: log_probs (C,), (N, C) or (N, C, d1, ...); target (), (N,) or (N, d1, ...).
+    Takes log-probabilities, e.g. from log_softmax: NLLLoss after log_softmax is
+    CrossEntropyLoss, which fuses the two. Matches ``torch.nn.NLLLoss``.
+
+    >>> loss_fn = NLLLoss()
+    >>> float(loss_fn(np.log(np.array([[0.25, 0.75]])), np.array([1])).round(4))
+    0.2877
+    >>> loss_fn.backward()
+    array([[ 0., -1.]])
+    """
+
+    def __init__(
+        self,
+        weight: np.ndarray | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+    ) -> None:
+        check_options(ignore_index, reduction, 0.0, "nan")
+        self.weight = None if weight is None else np.asarray(weight)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self._cache: CrossEntropyCache | None = None
+
+    def forward(self, log_probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Loss of ``log_probs`` (N, C, ...) against ``target``; keeps what backward needs."""
+        loss, self._cache = nll_loss_forward(
+            log_probs,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+        return loss
+
+    __call__ = forward
+
+    def backward(self, grad_output: object = 1.0) -> np.ndarray:
+        """dL/dlog_probs for the last forward call, shape and dtype of its log_probs."""
+        if self._cache is None:
+            raise RuntimeError("NLLLoss.backward() called before forward()")
+        return nll_loss_backward_from_cache(self._cache, grad_output)
+
+    def __repr__(self) -> str:
+        return f"NLLLoss(reduction={self.reduction!r}, ignore_index={self.ignore_index})"

@@ -155,8 +155,8 @@ class Module:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _recording_init(cls.__dict__["__init__"])
-        if cls.__module__.startswith("glassnet."):
-            register(cls)
+        if cls.__module__.startswith("glassnet.") and not cls.__name__.startswith("_"):
+            register(cls)  # glassnet's own public classes; users register theirs
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
