@@ -5,15 +5,20 @@ step, RNG state, training options, history). Loading one can never run code: saf
 raw little-endian arrays behind a JSON header. Writes go to a temporary file in the same
 directory, are flushed to disk, then renamed over the old file, so a crash mid-write leaves the
 previous checkpoint intact. A SHA-256 over the arrays and the metadata is stored in the header
-and checked on load, so a truncated or edited file is refused.
+and checked on load, so a truncated or edited file is refused. A temporary file left behind by a
+killed write is removed by the next write of the same file.
+
+:func:`lock_directory` gives one process at a time a run directory (``glassnet train --out``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-FORMAT = "glassnet-checkpoint/1"
+FORMAT_NAME = "glassnet-checkpoint"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 
 
 class CheckpointError(ValueError):
@@ -54,8 +61,14 @@ def save_checkpoint(
 
 
 def atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, fsync it, rename it over ``path``."""
+    """Write ``payload`` to a temporary file beside ``path``, fsync it, rename it over ``path``.
+
+    Temporary files of earlier writes of ``path`` that were killed midway are removed first.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -76,6 +89,18 @@ def _read_header(payload: bytes) -> dict[str, Any]:
     return json.loads(payload[8 : 8 + size])
 
 
+def _check_format(found: object, path: str | os.PathLike) -> None:
+    name, _, version = str(found).partition("/")
+    if name != FORMAT_NAME or not version.isdigit():
+        raise CheckpointError(f"{path} is a safetensors file but not a glassnet checkpoint")
+    if int(version) != FORMAT_VERSION:
+        newer = "a newer" if int(version) > FORMAT_VERSION else "an older"
+        raise CheckpointError(
+            f"{path} is a glassnet checkpoint of format version {version}, written by {newer} "
+            f"glassnet; this one reads version {FORMAT_VERSION}"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`: ``(arrays, metadata)``.
 
@@ -91,11 +116,50 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         raise CheckpointError(
             f"{path} is not a readable safetensors file (truncated or corrupt?): {error}"
         ) from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a glassnet checkpoint")
+    _check_format(header.get("format"), path)
     document = header.get("metadata", "")
     if _digest(arrays, document) != header.get("sha256"):
         raise CheckpointError(
             f"{path} fails its integrity check: its contents changed after it was written"
         )
     return arrays, json.loads(document)
+
+
+class DirectoryLockedError(OSError):
+    """Another process holds the directory's lock."""
+
+
+@contextlib.contextmanager
+def lock_directory(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (created if missing) for the ``with`` block.
+
+    The lock is an ``fcntl.flock`` on ``directory/.lock``, released when the block ends or the
+    process dies (so a killed run never leaves a stale lock). The file records the holder's
+    pid, which a second process names in its error. Where ``fcntl`` does not exist (Windows)
+    no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise DirectoryLockedError(
+                f"{directory} is in use by another glassnet process ({holder}); wait for it "
+                "to finish or choose another --out"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)

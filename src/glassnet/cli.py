@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             config = TrainConfig(
                 dataset=args.dataset,
-                epochs=args.epochs or 15,
+                epochs=15 if args.epochs is None else args.epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
                 optimizer=args.optimizer,
@@ -129,6 +129,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             "pass --dataset mnist or --dataset fashion-mnist"
         )
     classes = DATASETS[dataset].classes
+    if opened.classes is not None and list(opened.classes) != list(classes):
+        raise ValueError(
+            f"{args.checkpoint} was trained on other classes ({', '.join(opened.classes[:3])}, "
+            f"...) than {dataset}'s ({', '.join(classes[:3])}, ...): pass the --dataset it "
+            "was trained on"
+        )
     x, y = load(dataset, "test", args.data_dir)
     _check_images(x, opened, args.checkpoint, f"the {dataset} test set")
     result = evaluate(opened.model, x, y, len(classes))

@@ -24,7 +24,9 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train")
-        ax.plot(epochs, [r[f"val_{metric}"] for r in history], "s-", label="validation")
+        if any(r[f"val_{metric}"] is not None for r in history):  # None: no validation set
+            values = [np.nan if r[f"val_{metric}"] is None else r[f"val_{metric}"] for r in history]
+            ax.plot(epochs, values, "s-", label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -14,13 +14,20 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from glassnet.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from glassnet.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    lock_directory,
+    save_checkpoint,
+)
 from glassnet.data import DATASETS, batches, load, validation_split
 from glassnet.functional import cross_entropy
 from glassnet.memory import keep_freed_memory
@@ -55,10 +62,13 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} must be one of {SCHEDULES}")
         for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} must be > 0")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a finite number > 0")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ValueError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,9 +135,48 @@ def save_run(run: Run, path: Path) -> None:
     save_checkpoint(path, arrays, metadata)
 
 
+# What a training checkpoint's metadata must hold, and the JSON type of each entry.
+RUN_METADATA = {
+    "config": dict,
+    "epoch": int,
+    "step": int,
+    "history": list,
+    "batch_index": int,
+    "running": dict,
+    "optimizer": dict,
+    "scheduler": (dict, type(None)),
+    "rng": dict,
+}
+
+
 def restore_run(path: Path) -> Run:
-    """Rebuild a run from its checkpoint: same config, weights, optimizer, RNG and position."""
+    """Rebuild a run from its checkpoint: same config, weights, optimizer, RNG and position.
+
+    Raises:
+        CheckpointError: the file is not a training checkpoint this glassnet can continue
+            (missing or mistyped metadata, weights or optimizer state that do not fit).
+    """
     arrays, meta = load_checkpoint(path)
+    problems = [
+        f"{key} ({'missing' if key not in meta else type(meta[key]).__name__})"
+        for key, kind in RUN_METADATA.items()
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{path} is not a training checkpoint glassnet can resume: bad or missing "
+            f"metadata {', '.join(problems)}"
+        )
+    try:
+        return _restore(arrays, meta)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} cannot be resumed: {error}") from None
+
+
+def _restore(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Run:
+    unknown = set(meta["config"]) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown training options {sorted(unknown)}")
     run = build_run(TrainConfig(**meta["config"]))
     run.model.load_state_dict(
         {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
@@ -137,11 +186,16 @@ def restore_run(path: Path) -> Run:
     if run.scheduler is not None and meta["scheduler"] is not None:
         run.scheduler.load_state_dict(meta["scheduler"])
     run.rng.bit_generator.state = meta["rng"]  # the same Generator the dropout layer holds
+    order = arrays.get("epoch_order")
+    if order is not None and (order.ndim != 1 or order.dtype.kind not in "iu"):
+        raise ValueError(
+            f"epoch_order must be a 1-D integer array, got {order.dtype} {order.shape}"
+        )
     run.state = TrainState(
         epoch=meta["epoch"],
         step=meta["step"],
         history=meta["history"],
-        order=arrays.get("epoch_order"),
+        order=order,
         batch_index=meta["batch_index"],
         running=meta["running"],
     )
@@ -266,16 +320,41 @@ def train(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is kept).
     """
+    out_dir = None if out_dir is None else Path(out_dir)
+    with nullcontext() if out_dir is None else lock_directory(out_dir):
+        return _train(
+            config,
+            out_dir,
+            resume,
+            epochs,
+            data_dir,
+            data,
+            quiet,
+            plots,
+            stdout,
+            stderr,
+            on_batch_end,
+        )
+
+
+def _train(
+    config, out_dir, resume, epochs, data_dir, data, quiet, plots, stdout, stderr, on_batch_end
+) -> dict[str, Any]:
+    """:func:`train`'s body, run while holding ``out_dir``'s lock."""
     keep_freed_memory()  # every step frees and re-allocates the same large buffers
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    out_dir = None if out_dir is None else Path(out_dir)
     checkpoint_path = None if out_dir is None else out_dir / CHECKPOINT
     if resume:
         if checkpoint_path is None or not checkpoint_path.exists():
             raise FileNotFoundError(f"nothing to resume: {checkpoint_path} does not exist")
         run = restore_run(checkpoint_path)
         if epochs is not None:
+            if not isinstance(epochs, int) or epochs <= run.state.epoch:
+                raise ValueError(
+                    f"epochs={epochs!r}: the run has completed {run.state.epoch} epochs; "
+                    f"pass a larger number to train it further"
+                )
             run.config.epochs = epochs
         config = run.config
         print(
@@ -347,8 +426,8 @@ def train(
                 "epoch": state.epoch + 1,
                 "train_loss": running["loss"] / running["seen"],
                 "train_accuracy": running["correct"] / running["seen"],
-                "val_loss": val["loss"] if val else float("nan"),
-                "val_accuracy": val["accuracy"] if val else float("nan"),
+                "val_loss": val["loss"] if val else None,  # JSON has no NaN
+                "val_accuracy": val["accuracy"] if val else None,
                 "epoch_seconds": train_seconds,  # the training steps (resumed: this session's)
                 "val_seconds": time.perf_counter() - started - train_seconds,
                 "lr": run.optimizer.lr,
@@ -389,9 +468,11 @@ def train(
 
 
 def _summary_line(record: dict[str, float], epochs: int) -> str:
+    val = "no validation"
+    if record["val_loss"] is not None:
+        val = f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
     return (
         f"Epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
-        f"acc {record['val_accuracy']:.4f} | {record['epoch_seconds']:.1f}s "
+        f"acc {record['train_accuracy']:.4f} | {val} | {record['epoch_seconds']:.1f}s "
         f"(+{record['val_seconds']:.1f}s validation)"
     )

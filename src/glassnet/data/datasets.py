@@ -191,6 +191,11 @@ def locate(
     if split not in spec.files:
         raise ValueError(f"{split=} must be one of {tuple(spec.files)}")
     names = spec.files[split]
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DatasetNotFoundError(
+            f"data_dir {str(data_dir)!r} is not a directory: give one that holds the "
+            f"{spec.name} files, or leave it out to use the usual places"
+        )
     dirs = search_dirs(spec, data_dir)
     for directory in dirs:
         found = [_existing(directory, name) for name in names]

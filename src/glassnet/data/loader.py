@@ -21,6 +21,11 @@ def validation_split(
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
     n_val = round(len(x) * fraction)
     cut = len(x) - n_val
+    if cut == 0 and len(x):
+        raise ValueError(
+            f"validation fraction={fraction!r} leaves no training samples of {len(x)}: "
+            "use a smaller fraction"
+        )
     return (x[:cut], y[:cut]), (x[cut:], y[cut:])
 
 
