@@ -13,6 +13,7 @@ from glassnet.functional.reference import (
     max_pool2d_backward_loops,
     max_pool2d_loops,
 )
+from glassnet.inspect import format_trace, summary, trace
 from glassnet.nn import (
     Conv2d,
     CrossEntropyLoss,
@@ -25,7 +26,6 @@ from glassnet.nn import (
     Softmax,
     convnet,
 )
-from glassnet.nn.inspect import format_trace, summary, trace
 
 CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
     (2, 1, 7, 7, 3, 3, 1, 0),
@@ -295,7 +295,6 @@ def test_init_matches_pytorch_defaults_and_glorot():
 def test_summary_counts_the_seed_convnets_parameters():
     model = convnet()
     text = summary(model, (1, 28, 28))
-    assert model.summary((1, 28, 28)) == text
     assert "Total params: 34,826" in text
     for row in ["(N, 32, 26, 26)", "(N, 64, 5, 5)", "(N, 1600)", "18,496", "16,010"]:
         assert row in text

@@ -4,6 +4,7 @@
 from glassnet import _environment  # noqa: F401  # isort: skip
 from glassnet import functional, nn, optim
 from glassnet.gradcheck import GradcheckResult, gradcheck, gradcheck_layer
+from glassnet.inspect import format_trace, summary, trace
 from glassnet.model_file import load_model, save_model
 from glassnet.nn.module import is_grad_enabled, no_grad
 
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GradcheckResult",
     "__version__",
+    "format_trace",
     "functional",
     "gradcheck",
     "gradcheck_layer",
@@ -20,4 +22,6 @@ __all__ = [
     "no_grad",
     "optim",
     "save_model",
+    "summary",
+    "trace",
 ]

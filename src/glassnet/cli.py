@@ -232,7 +232,7 @@ def _model_and_shape(args: argparse.Namespace):
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from glassnet.nn.inspect import summary
+    from glassnet.inspect import summary
 
     model, shape = _model_and_shape(args)
     print(summary(model, shape))
@@ -240,7 +240,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from glassnet.nn.inspect import format_trace, trace
+    from glassnet.inspect import format_trace, trace
 
     model, shape = _model_and_shape(args)
     print(format_trace(trace(model, shape), shape))

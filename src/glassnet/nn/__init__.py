@@ -1,7 +1,6 @@
 """Layers that hold parameters and the caches their backward passes need."""
 
 from glassnet.nn.activation import GELU, Identity, LeakyReLU, Sigmoid, Tanh
-from glassnet.nn.inspect import format_trace, summary, trace
 from glassnet.nn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax
 from glassnet.nn.loss import CrossEntropyLoss, LinearCrossEntropy, MSELoss, NLLLoss
 from glassnet.nn.models import convnet
@@ -44,10 +43,7 @@ __all__ = [
     "StateDictError",
     "Tanh",
     "convnet",
-    "format_trace",
     "is_grad_enabled",
     "no_grad",
     "register",
-    "summary",
-    "trace",
 ]

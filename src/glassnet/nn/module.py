@@ -520,12 +520,6 @@ class Sequential(Module):
             grad_out = backward_of(layers[i], grad_out, need_input_grad=i > 0 or need_input_grad)
         return grad_out
 
-    def summary(self, input_shape: tuple[int, ...]) -> str:
-        """A Keras-like table of layers, output shapes and parameter counts (see nn.inspect)."""
-        from glassnet.nn.inspect import summary  # inspect builds on this module
-
-        return summary(self, input_shape)
-
     def __getitem__(self, index: int | slice) -> Module:
         layers = list(self._modules.values())
         if isinstance(index, slice):

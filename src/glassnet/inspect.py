@@ -3,6 +3,7 @@
 Both watch the model's *leaf* modules (those without children, plus any module holding its
 own parameters) by wrapping their ``forward`` and ``backward`` for the duration of one call,
 so they work for a Sequential and for a user's Module subclass (a residual block) alike.
+This module sits above ``glassnet.nn`` (it runs models and a loss); nn never imports it.
 """
 
 from __future__ import annotations
