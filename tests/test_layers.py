@@ -1,10 +1,11 @@
 """Layers: fast kernels against loop references and PyTorch, and gradient checks for every layer."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
-from glassnet import gradcheck, gradcheck_layer
-from glassnet.functional import conv as conv_module
+from glassnet import gradcheck, gradcheck_layer, kernels
 from glassnet.functional.conv import col2im, conv2d, conv2d_backward, im2col, tap_rows, unfold
 from glassnet.functional.pool import max_pool2d, max_pool2d_backward
 from glassnet.functional.reference import (
@@ -26,6 +27,7 @@ from glassnet.nn import (
     Softmax,
     convnet,
 )
+from tests import kernel_paths
 
 CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
     (2, 1, 7, 7, 3, 3, 1, 0),
@@ -35,14 +37,7 @@ CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
 ]
 
 
-@pytest.fixture(params=["kernels", "numpy"])
-def path(request, monkeypatch):
-    """Run a test on the Numba kernels and again on the NumPy reference code."""
-    if request.param == "numpy":
-        monkeypatch.setattr(conv_module, "_kernels", None)
-    elif conv_module._kernels is None:
-        pytest.skip("numba is not installed")
-    return request.param
+path = kernel_paths.kernel_path  # the fixture: run a test on the Numba kernels, then NumPy
 
 
 @pytest.mark.parametrize("layout", [im2col, tap_rows, None])
@@ -116,14 +111,14 @@ def test_col2im_is_the_adjoint_of_im2col(path, dtype):
     )
 
 
-def test_kernels_equal_the_numpy_reference_on_the_convnet_shapes(monkeypatch):
-    if conv_module._kernels is None:
-        pytest.skip("numba is not installed")
+def test_kernels_equal_the_numpy_reference_on_the_convnet_shapes():
+    if not kernels.enabled():
+        pytest.skip("numba is not installed or GLASSNET_KERNELS=0")
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 32, 13, 13)).astype(np.float32)
     fast = im2col(x, (3, 3)), max_pool2d(x, 2)
-    monkeypatch.setattr(conv_module, "_kernels", None)
-    slow = im2col(x, (3, 3)), max_pool2d(x, 2)
+    with kernels.disabled():
+        slow = im2col(x, (3, 3)), max_pool2d(x, 2)
     np.testing.assert_array_equal(fast[0], slow[0])  # copies: bit for bit
     np.testing.assert_array_equal(fast[1][0], slow[1][0])
     np.testing.assert_array_equal(fast[1][1], slow[1][1])
@@ -352,7 +347,7 @@ def test_load_state_dict_checks_keys_and_shapes():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_relu_kernel_equals_the_numpy_expression(dtype, monkeypatch):
+def test_relu_kernel_equals_the_numpy_expression(dtype):
     from glassnet.functional import activation
 
     rng = np.random.default_rng(8)
@@ -361,15 +356,14 @@ def test_relu_kernel_equals_the_numpy_expression(dtype, monkeypatch):
     channels_last_x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     grad = rng.standard_normal(x.shape).astype(dtype)
     results = []
-    for kernels in (activation._kernels, None):
-        if kernels is None:
-            monkeypatch.setattr(activation, "_kernels", None)
-        y = activation.relu(channels_last_x)
-        assert y.strides == channels_last_x.strides  # the layout is kept
-        g = activation.relu_backward(grad, y)  # grad is NCHW: layouts differ, still right
-        g_same = activation.relu_backward(
-            np.ascontiguousarray(grad.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), y
-        )
+    for path in (contextlib.nullcontext(), kernels.disabled()):
+        with path:
+            y = activation.relu(channels_last_x)
+            assert y.strides == channels_last_x.strides  # the layout is kept
+            g = activation.relu_backward(grad, y)  # grad is NCHW: layouts differ, still right
+            g_same = activation.relu_backward(
+                np.ascontiguousarray(grad.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), y
+            )
         results.append((y, g, g_same))
     for fast, slow in zip(*results, strict=True):
         np.testing.assert_array_equal(fast, slow)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    from glassnet.kernels import conv as _kernels
-except ImportError:
-    _kernels = None
+from glassnet import kernels
+
+try:  # the Numba ReLU; it runs when kernels.enabled()
+    from glassnet.kernels import conv as conv_kernels
+except ImportError:  # no Numba: kernels.enabled() is False
+    conv_kernels = None
 
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     """1-D views of the arrays' memory, if they share one dense layout and a kernel dtype."""
     first = arrays[0]
-    if _kernels is None or first.dtype not in (np.float32, np.float64):
+    if not kernels.enabled() or first.dtype not in (np.float32, np.float64):
         return None
     if any(a.dtype != first.dtype or a.strides != first.strides for a in arrays):
         return None
@@ -40,7 +42,7 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if flat is None:
         np.maximum(x, 0, out=out)
     else:
-        _kernels.relu(*flat)
+        conv_kernels.relu(*flat)
     return out
 
 
@@ -54,5 +56,5 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray, out: np.ndarray | None = 
     if flat is None:
         np.multiply(grad_out, y > 0, out=grad)
     else:
-        _kernels.relu_backward(*flat)
+        conv_kernels.relu_backward(*flat)
     return grad

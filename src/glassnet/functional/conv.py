@@ -1,8 +1,13 @@
 """2-D convolution (cross-correlation, as in PyTorch) as im2col + one matrix product.
 
 Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,),
-out (N, C_out, H_out, W_out) with H_out = (H + 2 * padding - kH) // stride + 1 (same for W);
-L = H_out * W_out output pixels per image, K = C_in * kH * kW numbers per patch.
+out (N, C_out, H_out, W_out) with H_out = (H + pad_top + pad_bottom - kH) // sH + 1 (same for
+W); L = H_out * W_out output pixels per image, K = C_in * kH * kW numbers per patch.
+
+Geometry, as ``torch.nn.functional.conv2d``: ``stride`` is an int or (sH, sW); ``padding`` an
+int, (pH, pW), "valid" (no padding) or "same" (stride 1 only: k - 1 zeros in total, the odd one
+at the bottom/right for an even kernel). :func:`geometry` turns these into (top, bottom, left,
+right) pads and the output size, once, for this module and :mod:`glassnet.functional.pool`.
 
 Memory layout. Shapes are NCHW, as in PyTorch, but the outputs here are *channels-last in
 memory*: ``out`` is a transposed view of an (N, H_out, W_out, C_out) array (PyTorch calls this
@@ -21,31 +26,100 @@ output into ordinary NCHW memory if you need it.
                                     through the product, and brings dL/db out of dL/dW's.
 The loops in :mod:`glassnet.functional.reference` are the oracle for both; pixel-major im2col
 and its adjoint have Numba kernels (:mod:`glassnet.kernels.conv`) that the tests hold to the
-NumPy code here.
+NumPy code here. They run when :func:`glassnet.kernels.enabled` says so.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-try:  # Numba kernels for the same operations; the NumPy code below is the reference
-    from glassnet.kernels import conv as _kernels
-except ImportError:
-    _kernels = None
+from glassnet import kernels
+
+try:  # Numba versions of the same operations; they run when kernels.enabled()
+    from glassnet.kernels import conv as conv_kernels
+except ImportError:  # no Numba: kernels.enabled() is False, the NumPy code below runs
+    conv_kernels = None
 
 # Below this many input channels the tap-major layout is faster (measured on the seeds'
 # convnet: C_in = 1 forward 0.9 ms vs 3.9 ms pixel-major; at 32 channels pixel-major wins).
 TAP_MAJOR_MAX_IN_CHANNELS = 7
+PADDING_STRINGS = ("same", "valid")
+
+Stride = int | tuple[int, int]
+Padding = int | tuple[int, int] | str
 
 
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    out = (size + 2 * padding - kernel) // stride + 1
-    if out < 1:
+class Geometry(NamedTuple):
+    """Where the windows of a convolution or pooling sit on an (H, W) input."""
+
+    stride: tuple[int, int]  # (sH, sW)
+    pads: tuple[int, int, int, int]  # (top, bottom, left, right)
+    out: tuple[int, int]  # (H_out, W_out)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def as_pair(value: object, name: str, minimum: int = 1) -> tuple[int, int]:
+    """``value`` as (height, width): an int stands for both. Raises ValueError naming ``name``."""
+    pair = (value, value) if _is_int(value) else value
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(_is_int(v) and v >= minimum for v in pair)
+    ):
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum} or a pair of them")
+    return int(pair[0]), int(pair[1])
+
+
+def conv_padding(
+    padding: Padding, kernel_size: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``padding`` as ``torch.nn.functional.conv2d`` takes it -> (top, bottom, left, right).
+
+    "same" pads k - 1 in total, top = (k - 1) // 2 and the rest at the bottom (PyTorch's split
+    for an even kernel); it needs stride 1, as in PyTorch.
+    """
+    if not isinstance(padding, str):
+        ph, pw = as_pair(padding, "padding", minimum=0)
+        return ph, ph, pw, pw
+    if padding not in PADDING_STRINGS:
+        raise ValueError(f"{padding=} must be an integer, a pair of them, 'same' or 'valid'")
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if stride != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1 (as in PyTorch), got stride={stride}")
+    (kh, kw) = kernel_size
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    return top, kh - 1 - top, left, kw - 1 - left
+
+
+def geometry(
+    x_shape: tuple[int, ...],
+    kernel_size: tuple[int, int],
+    stride: Stride = 1,
+    padding: Padding = 0,
+) -> Geometry:
+    """Strides, pads and output size of a kH x kW window sliding over x (..., H, W).
+
+    H_out = (H + top + bottom - kH) // sH + 1 (floor: a last partial window is dropped).
+    Raises ValueError if the padded input is smaller than the kernel.
+    """
+    kh, kw = kernel_size
+    sh, sw = as_pair(stride, "stride")
+    pads = conv_padding(padding, kernel_size, (sh, sw))
+    h, w = x_shape[-2:]
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    if hp < kh or wp < kw:
         raise ValueError(
-            f"input size {size} with padding {padding} is smaller than the kernel ({kernel})"
+            f"the padded input ({hp}x{wp}: input {h}x{w} with padding={padding!r}) is smaller "
+            f"than the kernel ({kh}x{kw})"
         )
-    return out
+    return Geometry((sh, sw), pads, ((hp - kh) // sh + 1, (wp - kw) // sw + 1))
 
 
 def channels_last(x: np.ndarray) -> np.ndarray:
@@ -58,10 +132,11 @@ def _nchw(x_nhwc: np.ndarray) -> np.ndarray:
     return x_nhwc.transpose(0, 3, 1, 2)
 
 
-def _use_kernels(*arrays: np.ndarray) -> bool:
+def use_kernels(*arrays: np.ndarray) -> bool:
+    """Whether the Numba kernels take these arrays: kernels on, one float32/float64 dtype."""
     dtype = arrays[0].dtype
     return (
-        _kernels is not None
+        kernels.enabled()
         and dtype in (np.float32, np.float64)
         and all(a.dtype == dtype for a in arrays)
     )
@@ -72,31 +147,35 @@ def weight_matrix(weight: np.ndarray) -> np.ndarray:
     return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-def _out_shape(x_shape, kernel_size, stride, padding) -> tuple[int, int]:
-    (kh, kw), (h, w) = kernel_size, x_shape[2:]
-    return output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+def pad_spatial(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0) -> np.ndarray:
+    """x (N, C, H, W) with (top, bottom, left, right) rows/columns of ``value`` added (or x)."""
+    if not any(pads):
+        return x
+    top, bottom, left, right = pads
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
 
 
 def im2col(
-    x: np.ndarray, kernel_size: tuple[int, int], stride: int = 1, padding: int = 0
+    x: np.ndarray, kernel_size: tuple[int, int], stride: Stride = 1, padding: Padding = 0
 ) -> np.ndarray:
     """Patches of ``x`` (N, C, H, W) as rows: (N * H_out * W_out, kH * kW * C).
 
-    Row ``(n, y, x)`` holds the zero-padded window at ``(stride * y, stride * x)``, ordered
+    Row ``(n, y, x)`` holds the zero-padded window at ``(sH * y, sW * x)``, ordered
     (i, j, c): channels innermost, so every copy moves C contiguous numbers.
     """
     kh, kw = kernel_size
-    h_out, w_out = _out_shape(x.shape, kernel_size, stride, padding)  # clear error if too small
+    (sh, sw), pads, (h_out, w_out) = geometry(x.shape, kernel_size, stride, padding)
     n, c = x.shape[:2]
     x_nhwc = channels_last(x)
-    if _use_kernels(x):
+    if use_kernels(x):
         cols = np.empty((n, h_out, w_out, kh, kw, c), dtype=x.dtype)
-        _kernels.im2col(x_nhwc, kh, kw, stride, padding, cols)
+        conv_kernels.im2col(x_nhwc, sh, sw, pads[0], pads[2], cols)
         return cols.reshape(n * h_out * w_out, kh * kw * c)
-    if padding:
-        x_nhwc = np.pad(x_nhwc, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    if any(pads):
+        top, bottom, left, right = pads
+        x_nhwc = np.pad(x_nhwc, ((0, 0), (top, bottom), (left, right), (0, 0)))
     windows = sliding_window_view(x_nhwc, (kh, kw), axis=(1, 2))  # (N, H', W', C, kH, kW)
-    windows = windows[:, ::stride, ::stride][:, :h_out, :w_out]
+    windows = windows[:, : sh * h_out : sh, : sw * w_out : sw]
     return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
 
 
@@ -104,8 +183,8 @@ def col2im(
     grad_cols: np.ndarray,
     x_shape: tuple[int, int, int, int],
     kernel_size: tuple[int, int],
-    stride: int = 1,
-    padding: int = 0,
+    stride: Stride = 1,
+    padding: Padding = 0,
 ) -> np.ndarray:
     """The adjoint of :func:`im2col`: add every patch's gradient back where the patch came from.
 
@@ -113,24 +192,24 @@ def col2im(
     """
     n, c, h, w = x_shape
     kh, kw = kernel_size
-    h_out, w_out = _out_shape(x_shape, kernel_size, stride, padding)
+    (sh, sw), (top, bottom, left, right), (h_out, w_out) = geometry(
+        x_shape, kernel_size, stride, padding
+    )
     parts = grad_cols.reshape(n, h_out, w_out, kh, kw, c)
-    if _use_kernels(grad_cols):
+    if use_kernels(grad_cols):
         grad = np.empty((n, h, w, c), dtype=grad_cols.dtype)
-        return _nchw(_kernels.col2im(np.ascontiguousarray(parts), stride, padding, grad))
+        return _nchw(conv_kernels.col2im(np.ascontiguousarray(parts), sh, sw, top, left, grad))
     # Kernel offset (i, j) read a strided view of the padded input; those views overlap, so
     # the gradients of all kH * kW of them add up.
-    grad = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=grad_cols.dtype)
+    grad = np.zeros((n, h + top + bottom, w + left + right, c), dtype=grad_cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            rows = slice(i, i + stride * h_out, stride)
-            cols = slice(j, j + stride * w_out, stride)
-            grad[:, rows, cols] += parts[:, :, :, i, j]
-    return _nchw(np.ascontiguousarray(grad[:, padding : padding + h, padding : padding + w]))
+            grad[:, i : i + sh * h_out : sh, j : j + sw * w_out : sw] += parts[:, :, :, i, j]
+    return _nchw(np.ascontiguousarray(grad[:, top : top + h, left : left + w]))
 
 
 def tap_rows(
-    x: np.ndarray, kernel_size: tuple[int, int], stride: int = 1, padding: int = 0
+    x: np.ndarray, kernel_size: tuple[int, int], stride: Stride = 1, padding: Padding = 0
 ) -> np.ndarray:
     """Tap-major patches of ``x`` (N, C, H, W): (C * kH * kW + 1, N, H_out, W_out).
 
@@ -138,22 +217,21 @@ def tap_rows(
     the last row is all ones (it multiplies the bias).
     """
     kh, kw = kernel_size
-    h_out, w_out = _out_shape(x.shape, kernel_size, stride, padding)
+    (sh, sw), pads, (h_out, w_out) = geometry(x.shape, kernel_size, stride, padding)
     n, c = x.shape[:2]
-    xp = x if padding == 0 else np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    xp = pad_spatial(x, pads)
     rows = np.empty((c * kh * kw + 1, n, h_out, w_out), dtype=x.dtype)
     for ch in range(c):
         for i in range(kh):
             for j in range(kw):
-                rows_i = slice(i, i + stride * h_out, stride)
-                cols_j = slice(j, j + stride * w_out, stride)
-                rows[(ch * kh + i) * kw + j] = xp[:, ch, rows_i, cols_j]
+                shifted = xp[:, ch, i : i + sh * h_out : sh, j : j + sw * w_out : sw]
+                rows[(ch * kh + i) * kw + j] = shifted
     rows[-1] = 1
     return rows
 
 
 def unfold(
-    x: np.ndarray, kernel_size: tuple[int, int], stride: int = 1, padding: int = 0
+    x: np.ndarray, kernel_size: tuple[int, int], stride: Stride = 1, padding: Padding = 0
 ) -> np.ndarray:
     """Patches in the layout that is faster for ``x``: tap-major (4-D) below 8 input
     channels, else pixel-major (2-D). :func:`conv2d` and :func:`conv2d_backward` take both."""
@@ -166,16 +244,16 @@ def conv2d(
     x: np.ndarray,
     weight: np.ndarray,
     bias: np.ndarray | None = None,
-    stride: int = 1,
-    padding: int = 0,
+    stride: Stride = 1,
+    padding: Padding = 0,
     cols: np.ndarray | None = None,
     max_cols_bytes: int = 1 << 24,
 ) -> np.ndarray:
-    """``out[n, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * x_pad[n, c, s*y + i, s*x + j]``.
+    """``out[n, o, y, x] = b[o] + sum_{c,i,j} w[o, c, i, j] x_pad[n, c, sH y + i, sW x + j]``.
 
     Args:
         x: (N, C_in, H, W). weight: (C_out, C_in, kH, kW). bias: (C_out,) or None.
-        stride, padding: as in PyTorch (the same for height and width; zero padding).
+        stride: int or (sH, sW). padding: int, (pH, pW), "same" or "valid" (zeros; see above).
         cols: ``unfold(x, ...)`` (either layout) if the caller keeps it for the backward pass.
         max_cols_bytes: without ``cols``, pixel-major patches are built a batch slice at a
             time, at most this big (they stay in cache; inference on big batches).
@@ -184,9 +262,14 @@ def conv2d(
 
     Matches ``torch.nn.functional.conv2d`` (a cross-correlation: the kernel is not flipped).
     """
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            "conv2d needs x (N, C_in, H, W) and weight (C_out, C_in, kH, kW) with the same "
+            f"C_in, got x.shape={x.shape} and weight.shape={weight.shape}"
+        )
     n, c_in = x.shape[:2]
     c_out, _, kh, kw = weight.shape
-    h_out, w_out = _out_shape(x.shape, (kh, kw), stride, padding)
+    h_out, w_out = geometry(x.shape, (kh, kw), stride, padding).out
     dtype = np.result_type(x, weight)
     out = np.empty((n, h_out, w_out, c_out), dtype=dtype)
     rows = out.reshape(n * h_out * w_out, c_out)
@@ -216,15 +299,15 @@ def conv2d_backward(
     x: np.ndarray,
     weight: np.ndarray,
     cols: np.ndarray | None = None,
-    stride: int = 1,
-    padding: int = 0,
+    stride: Stride = 1,
+    padding: Padding = 0,
     need_grad_x: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d` given ``grad_out`` (N, C_out, H_out, W_out).
 
     Args:
         x: the forward input. cols: its ``unfold`` if the forward pass kept it (else it is
-            rebuilt from ``x``).
+            rebuilt from ``x``). stride, padding: as in the forward call.
     Returns:
         (grad_x (N, C_in, H, W), channels-last in memory, or None; grad_w like weight;
         grad_b (C_out,)).

@@ -1,54 +1,114 @@
-"""2-D max pooling and its backward pass.
+"""2-D pooling: max, average and adaptive average, and their backward passes.
 
-Shapes: x (N, C, H, W) -> out (N, C, H_out, W_out), H_out = (H - k) // stride + 1 (floor mode,
-as PyTorch's default: a last partial window is dropped). ``argmax`` (N, C, H_out, W_out) holds
-the flat offset ``i * k + j`` of each window's maximum; ties go to the first, as in PyTorch.
+Shapes: x (N, C, H, W) -> out (N, C, H_out, W_out). For a kH x kW window with stride (sH, sW)
+and padding (pH, pW): H_out = (H + 2 pH - kH) // sH + 1 (floor mode, PyTorch's default: a last
+partial window is dropped; same for W). ``kernel_size``, ``stride`` and ``padding`` are ints
+or (height, width) pairs; stride defaults to the kernel size; padding is at most half the
+kernel, as PyTorch requires, so every window overlaps the input. Max pooling pads with -inf,
+average pooling with 0. ``argmax`` (N, C, H_out, W_out) holds the flat offset ``i * kW + j``
+of each window's maximum; ties go to the first, as in PyTorch.
 
-The NumPy code below is the reference. For float32/float64 a Numba kernel computes the same
-numbers on channels-last memory (one vector compare per 16 channels); its outputs are then
-channels-last too (NCHW-shaped views, see :mod:`glassnet.functional.conv`).
+The NumPy code below is the reference. For float32/float64 (and :func:`glassnet.kernels.enabled`)
+a Numba kernel computes the same max pooling on channels-last memory (one vector compare per
+16 channels); its outputs are then channels-last too (NCHW-shaped views, see
+:mod:`glassnet.functional.conv`). Average pooling is a few whole-array NumPy operations.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from glassnet.functional import conv as _conv
-from glassnet.functional.conv import _nchw, channels_last, output_size
+from glassnet.functional.conv import (
+    Geometry,
+    _nchw,
+    as_pair,
+    channels_last,
+    conv_kernels,
+    geometry,
+    pad_spatial,
+    use_kernels,
+)
+
+Size = int | tuple[int, int]
 
 
-def _window_view(x: np.ndarray, i: int, j: int, stride: int, h_out: int, w_out: int):
-    """The elements at offset (i, j) of every window: a strided (N, C, H_out, W_out) view."""
-    return x[:, :, i : i + stride * h_out : stride, j : j + stride * w_out : stride]
+def pool_geometry(
+    x_shape: tuple[int, ...], kernel_size: Size, stride: Size | None, padding: Size
+) -> tuple[tuple[int, int], Geometry]:
+    """(kH, kW) and the window geometry, with PyTorch's checks on the arguments."""
+    if len(x_shape) != 4:
+        raise ValueError(f"pooling expects x (N, C, H, W), got shape {tuple(x_shape)}")
+    kernel = as_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else as_pair(stride, "stride")
+    ph, pw = as_pair(padding, "padding", minimum=0)
+    if 2 * ph > kernel[0] or 2 * pw > kernel[1]:
+        raise ValueError(
+            f"padding={padding!r} must be at most half of kernel_size={kernel_size!r} "
+            "(as in PyTorch)"
+        )
+    return kernel, geometry(x_shape, kernel, stride, (ph, pw))
+
+
+def _window_view(x: np.ndarray, i: int, j: int, geo: Geometry) -> np.ndarray:
+    """The elements at offset (i, j) of every window of the padded x: (N, C, H_out, W_out)."""
+    (sh, sw), (h_out, w_out) = geo.stride, geo.out
+    return x[:, :, i : i + sh * h_out : sh, j : j + sw * w_out : sw]
+
+
+def _unpad(grad_padded: np.ndarray, x_shape: tuple[int, ...], geo: Geometry) -> np.ndarray:
+    """The part of a gradient on the padded input that belongs to x itself."""
+    top, _, left, _ = geo.pads
+    h, w = x_shape[2:]
+    return grad_padded[:, :, top : top + h, left : left + w]
+
+
+def _taps_inside(
+    size: int, kernel: int, stride: int, pad: int, n_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first, count) per output index: the window's first tap inside the input, and how many."""
+    start = stride * np.arange(n_out) - pad
+    first = np.maximum(-start, 0)
+    return first, np.minimum(start + kernel, size) - np.maximum(start, 0)
 
 
 def max_pool2d(
-    x: np.ndarray, kernel_size: int, stride: int | None = None
+    x: np.ndarray, kernel_size: Size, stride: Size | None = None, padding: Size = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``out[n, c, y, x] = max over the k x k window at (stride * y, stride * x)``.
+    """``out[n, c, y, x] = max of x_pad over the kH x kW window at (sH * y, sW * x)``.
 
+    Args:
+        x: (N, C, H, W). kernel_size, stride (default: kernel_size), padding: ints or pairs.
     Returns:
-        (out, argmax): the pooled values and where each came from within its window.
+        (out, argmax), both (N, C, H_out, W_out): the maxima and their offsets in the window.
 
-    Matches ``torch.nn.functional.max_pool2d(x, kernel_size, stride)`` (stride defaults to the
-    kernel size; no padding or dilation).
+    Matches ``torch.nn.functional.max_pool2d(x, kernel_size, stride, padding)`` (no dilation
+    or ceil mode). A NaN in a window is its maximum; argmax then keeps the last value
+    strictly greater before it (PyTorch's points at the NaN).
     """
-    stride = kernel_size if stride is None else stride
+    (kh, kw), geo = pool_geometry(x.shape, kernel_size, stride, padding)
+    (sh, sw), (top, _, left, _), (h_out, w_out) = geo
     n, c, h, w = x.shape
-    h_out, w_out = output_size(h, kernel_size, stride, 0), output_size(w, kernel_size, stride, 0)
-    index_dtype = np.int8 if kernel_size**2 <= 127 else np.int32
-    if _conv._use_kernels(x):
+    index_dtype = np.int8 if kh * kw <= 127 else np.int32
+    if use_kernels(x):
         out = np.empty((n, h_out, w_out, c), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=index_dtype)
-        _conv._kernels.max_pool2d(channels_last(x), kernel_size, stride, out, argmax)
+        conv_kernels.max_pool2d(channels_last(x), kh, kw, sh, sw, top, left, out, argmax)
         return _nchw(out), _nchw(argmax)
-    out = _window_view(x, 0, 0, stride, h_out, w_out).copy(order="K")  # keeps x's layout
+    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp = pad_spatial(x, geo.pads, lowest)
+    out = _window_view(xp, 0, 0, geo).copy(order="K")  # keeps x's layout
     argmax = np.zeros_like(out, dtype=index_dtype)
-    # A running max over the k * k offsets, visited in increasing order. Plain arithmetic, no
+    if any(geo.pads):  # a window that starts in the padding starts at its first tap inside x
+        i_first, _ = _taps_inside(h, kh, sh, top, h_out)
+        j_first, _ = _taps_inside(w, kw, sw, left, w_out)
+        argmax[...] = i_first[:, None] * kw + j_first
+    # A running max over the kH * kW offsets, visited in increasing order. Plain arithmetic, no
     # masked writes: since every earlier offset is < o, max(argmax, better * o) records o
-    # exactly where the candidate is strictly greater (ties stay with the first maximum).
-    for offset in range(1, kernel_size**2):
-        candidate = _window_view(x, *divmod(offset, kernel_size), stride, h_out, w_out)
+    # exactly where the candidate is strictly greater (ties stay with the first maximum; the
+    # padding's -inf is never greater, so offsets before a window's first tap inside x never
+    # win).
+    for offset in range(1, kh * kw):
+        candidate = _window_view(xp, *divmod(offset, kw), geo)
         better = candidate > out
         np.maximum(out, candidate, out=out)
         np.maximum(argmax, better * argmax.dtype.type(offset), out=argmax)
@@ -59,26 +119,147 @@ def max_pool2d_backward(
     grad_out: np.ndarray,
     argmax: np.ndarray,
     x_shape: tuple[int, int, int, int],
-    kernel_size: int,
-    stride: int | None = None,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
 ) -> np.ndarray:
-    """dL/dx: each window's gradient goes to the input that was its maximum; the rest get 0."""
-    stride = kernel_size if stride is None else stride
-    h_out, w_out = grad_out.shape[2:]
-    if _conv._use_kernels(grad_out):
-        n, c, h, w = x_shape
+    """dL/dx (N, C, H, W) from ``grad_out`` and ``argmax`` (N, C, H_out, W_out) of the forward."""
+    (kh, kw), geo = pool_geometry(x_shape, kernel_size, stride, padding)
+    (sh, sw), (top, bottom, left, right), _ = geo
+    n, c, h, w = x_shape
+    if use_kernels(grad_out):
         grad_x = np.empty((n, h, w, c), dtype=grad_out.dtype)
-        argmax_nhwc = channels_last(argmax)
-        _conv._kernels.max_pool2d_backward(
-            channels_last(grad_out), argmax_nhwc, kernel_size, stride, grad_x
+        conv_kernels.max_pool2d_backward(
+            channels_last(grad_out), channels_last(argmax), kh, kw, sh, sw, top, left, grad_x
         )
         return _nchw(grad_x)
-    grad_x = np.zeros(x_shape, dtype=grad_out.dtype)
-    for offset in range(kernel_size**2):
-        target = _window_view(grad_x, *divmod(offset, kernel_size), stride, h_out, w_out)
+    # dL/dx = grad_out at each window's argmax, 0 elsewhere (summed where windows overlap)
+    grad = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
+    for offset in range(kh * kw):
+        target = _window_view(grad, *divmod(offset, kw), geo)
         routed = grad_out * (argmax == offset)
-        if stride >= kernel_size:
+        if sh >= kh and sw >= kw:
             target[...] = routed  # windows are disjoint: every input is written at most once
         else:
             target += routed
-    return grad_x
+    return _unpad(grad, x_shape, geo)
+
+
+def _avg_divisor(
+    x_shape: tuple[int, ...], kernel: tuple[int, int], geo: Geometry, count_include_pad: bool
+) -> np.ndarray | int:
+    """kH * kW, or with ``count_include_pad=False`` the (H_out, W_out) counts of taps inside x."""
+    if count_include_pad:
+        return kernel[0] * kernel[1]
+    (sh, sw), (top, _, left, _), (h_out, w_out) = geo
+    _, rows = _taps_inside(x_shape[2], kernel[0], sh, top, h_out)
+    _, cols = _taps_inside(x_shape[3], kernel[1], sw, left, w_out)
+    return np.outer(rows, cols)
+
+
+def avg_pool2d(
+    x: np.ndarray,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    count_include_pad: bool = True,
+) -> np.ndarray:
+    """``out[n, c, y, x] = sum of x_pad over the kH x kW window at (sH y, sW x) / divisor``.
+
+    Args:
+        x: (N, C, H, W). kernel_size, stride (default: kernel_size), padding: ints or pairs.
+        count_include_pad: divide by kH * kW (True) or by the taps inside x (False).
+    Returns:
+        out (N, C, H_out, W_out), x's dtype.
+
+    Matches ``torch.nn.functional.avg_pool2d`` with ceil_mode=False, divisor_override=None.
+    """
+    kernel, geo = pool_geometry(x.shape, kernel_size, stride, padding)
+    xp = pad_spatial(x, geo.pads)
+    out = np.zeros((*x.shape[:2], *geo.out), dtype=x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            out += _window_view(xp, i, j, geo)
+    out /= np.asarray(_avg_divisor(x.shape, kernel, geo, count_include_pad), dtype=x.dtype)
+    return out
+
+
+def avg_pool2d_backward(
+    grad_out: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    count_include_pad: bool = True,
+) -> np.ndarray:
+    """dL/dx (N, C, H, W) of :func:`avg_pool2d` given ``grad_out`` (N, C, H_out, W_out)."""
+    kernel, geo = pool_geometry(x_shape, kernel_size, stride, padding)
+    (top, bottom, left, right), (h, w) = geo.pads, x_shape[2:]
+    divisor = _avg_divisor(x_shape, kernel, geo, count_include_pad)
+    # dL/dx = sum over the windows that hold x of grad_out / divisor
+    share = grad_out / np.asarray(divisor, dtype=grad_out.dtype)
+    grad = np.zeros((*x_shape[:2], h + top + bottom, w + left + right), dtype=grad_out.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            _window_view(grad, i, j, geo)[...] += share
+    return _unpad(grad, x_shape, geo)
+
+
+def adaptive_output_size(output_size: object, x_shape: tuple[int, ...]) -> tuple[int, int]:
+    """``output_size`` as (H_out, W_out); None in a pair keeps that input size, as in PyTorch."""
+    if len(x_shape) != 4:
+        raise ValueError(f"adaptive pooling expects x (N, C, H, W), got shape {tuple(x_shape)}")
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(x_shape[2 + k] if v is None else v for k, v in enumerate(output_size))
+    return as_pair(output_size, "output_size")
+
+
+def _bin_matrix(size: int, n_out: int, dtype: np.dtype) -> np.ndarray:
+    """(n_out, size): row i averages bin i = [floor(i size / n_out), ceil((i + 1) size / n_out))."""
+    i = np.arange(n_out)
+    start = i * size // n_out
+    end = -(-(i + 1) * size // n_out)
+    taps = np.arange(size)
+    inside = (taps >= start[:, None]) & (taps < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def adaptive_avg_pool2d(
+    x: np.ndarray, output_size: Size | tuple[int | None, int | None]
+) -> np.ndarray:
+    """Average over PyTorch's adaptive bins: out = A_H x A_W^T per image and channel.
+
+    Args:
+        x: (N, C, H, W). output_size: int or (H_out, W_out) (None keeps that input size).
+    Returns:
+        out (N, C, H_out, W_out); A_H (H_out, H) averages rows floor(i H / H_out) up to
+        ceil((i + 1) H / H_out) (bins overlap when H_out does not divide H). For 1 (global
+        average pooling) it is a plain mean.
+
+    Matches ``torch.nn.functional.adaptive_avg_pool2d``.
+    """
+    h_out, w_out = adaptive_output_size(output_size, x.shape)
+    if (h_out, w_out) == (1, 1):
+        return x.mean(axis=(2, 3), keepdims=True)
+    rows = _bin_matrix(x.shape[2], h_out, x.dtype)
+    cols = _bin_matrix(x.shape[3], w_out, x.dtype)
+    return rows @ x @ cols.T
+
+
+def adaptive_avg_pool2d_backward(
+    grad_out: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    output_size: Size | tuple[int | None, int | None],
+) -> np.ndarray:
+    """dL/dx (N, C, H, W) of :func:`adaptive_avg_pool2d` given ``grad_out`` (N, C, H_out, W_out)."""
+    h_out, w_out = adaptive_output_size(output_size, x_shape)
+    h, w = x_shape[2:]
+    if (h_out, w_out) == (1, 1):
+        # dL/dx = grad_out / (H W) at every pixel
+        grad = np.empty(x_shape, dtype=grad_out.dtype)
+        grad[...] = grad_out / grad_out.dtype.type(h * w)
+        return grad
+    # dL/dx = A_H^T grad_out A_W
+    rows = _bin_matrix(h, h_out, grad_out.dtype)
+    cols = _bin_matrix(w, w_out, grad_out.dtype)
+    return rows.T @ grad_out @ cols

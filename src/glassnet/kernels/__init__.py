@@ -3,11 +3,18 @@
 Kernels compile on first use and are cached on disk (Numba's ``cache=True``: next to the
 source, or under ``NUMBA_CACHE_DIR`` / the user cache when that is not writable), so only the
 first run on a machine pays the compile time. Threads: see :func:`set_num_threads`.
+
+This module is the one switch between the kernels and the NumPy code in
+:mod:`glassnet.functional`: the functional ops ask :func:`enabled` (and check dtypes
+themselves). Kernels are on when Numba imports, unless the environment sets
+``GLASSNET_KERNELS=0`` (read once, at import) or the code runs inside ``with disabled():``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 try:
     import numba
@@ -15,6 +22,30 @@ except ImportError:  # glassnet still works, on the NumPy reference paths
     numba = None
 
 AVAILABLE = numba is not None
+_switched_on = os.environ.get("GLASSNET_KERNELS", "1").strip().lower() not in ("0", "false", "off")
+
+
+def enabled() -> bool:
+    """True when the Numba kernels run: Numba imports and the switch is on."""
+    return AVAILABLE and _switched_on
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Run the NumPy code instead of the kernels inside a ``with`` block (nestable).
+
+    >>> with disabled():
+    ...     enabled()
+    False
+
+    The switch is process-wide, not per thread. On exit it is restored to what it was.
+    """
+    global _switched_on
+    saved, _switched_on = _switched_on, False
+    try:
+        yield
+    finally:
+        _switched_on = saved
 
 
 def _quiet_threads() -> None:

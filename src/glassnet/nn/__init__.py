@@ -16,10 +16,13 @@ from glassnet.nn.module import (
     register,
 )
 from glassnet.nn.normalization import BatchNorm1d, BatchNorm2d
+from glassnet.nn.pooling import AdaptiveAvgPool2d, AvgPool2d
 
 __all__ = [
     "GELU",
     "REGISTRY",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "Conv2d",

@@ -25,8 +25,7 @@ from glassnet.functional.elementwise import (
     tanh,
     tanh_backward,
 )
-from glassnet.nn.layers import _check_cached
-from glassnet.nn.module import Module, is_grad_enabled
+from glassnet.nn.module import Module, is_grad_enabled, require_cache
 
 
 class _FromOutput(Module):
@@ -45,7 +44,7 @@ class _FromOutput(Module):
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._out)
+        require_cache(self, self._out)
         return self._backward(grad_out, self._out) if need_input_grad else None
 
 
@@ -84,7 +83,7 @@ class GELU(Module):
         return gelu(x, self.approximate)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._x)
+        require_cache(self, self._x)
         return gelu_backward(grad_out, self._x, self.approximate) if need_input_grad else None
 
     def extra_repr(self) -> str:
@@ -112,7 +111,7 @@ class LeakyReLU(Module):
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._saved)
+        require_cache(self, self._saved)
         if self.inplace and self.negative_slope < 0:
             raise RuntimeError(
                 f"LeakyReLU(negative_slope={self.negative_slope}, inplace=True) cannot run "

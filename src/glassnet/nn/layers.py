@@ -1,4 +1,4 @@
-"""Layers: Linear, Conv2d, ReLU, MaxPool2d, Flatten, Dropout, Softmax.
+"""Layers: Linear, Conv2d, ReLU, Flatten, Dropout, Softmax (pooling: :mod:`glassnet.nn.pooling`).
 
 Shapes: N batch, D features, C channels, H x W spatial; images are NCHW, as in PyTorch.
 Each layer's forward caches what its backward needs; the maths lives in glassnet.functional.
@@ -11,27 +11,12 @@ import math
 import numpy as np
 
 from glassnet.functional.activation import relu, relu_backward
-from glassnet.functional.conv import conv2d, conv2d_backward, unfold
-from glassnet.functional.pool import max_pool2d, max_pool2d_backward
+from glassnet.functional.conv import as_pair, conv2d, conv2d_backward, conv_padding, unfold
 from glassnet.functional.softmax import softmax
-from glassnet.nn.module import Module, Parameter, is_grad_enabled
+from glassnet.nn.module import Module, Parameter, is_grad_enabled, positive_int, require_cache
+from glassnet.nn.pooling import MaxPool2d  # noqa: F401  (it moved there; old imports work)
 
 INITS = ("pytorch", "glorot")
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return int(value)
-
-
-def _check_cached(layer: Module, cache: object) -> None:
-    """Raise the error a backward without a usable forward deserves."""
-    if cache is None:
-        raise RuntimeError(
-            f"{type(layer).__name__}.backward() needs a forward() first; if forward ran under "
-            "no_grad(), nothing was kept for backward"
-        )
 
 
 def _init_weight_and_bias(
@@ -67,8 +52,8 @@ class Linear(Module):
         dtype: type = np.float32,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         shape = (self.out_features, self.in_features)
         weight, b = _init_weight_and_bias(
             shape, self.in_features, self.out_features, bias, init, rng, dtype
@@ -87,7 +72,7 @@ class Linear(Module):
         return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._x)
+        require_cache(self, self._x)
         # dL/dW = grad^T x, dL/db = sum over the batch, dL/dx = grad W
         self.weight.grad += grad_out.T @ self._x
         if self.bias is not None:
@@ -102,16 +87,20 @@ class Linear(Module):
 class Conv2d(Module):
     """2-D cross-correlation: x (N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``torch.nn.Conv2d``.
 
-    weight (C_out, C_in, k, k), bias (C_out,); H_out = (H + 2 * padding - k) // stride + 1.
+    weight (C_out, C_in, kH, kW), bias (C_out,). ``kernel_size`` and ``stride`` are ints or
+    pairs, stored as pairs; ``padding`` an int, a pair, "same" (stride 1 only) or "valid",
+    stored as a pair or the string, as PyTorch stores them. H_out = (H + pad_top + pad_bottom
+    - kH) // sH + 1 (see :mod:`glassnet.functional.conv`). The initialisation uses
+    fan_in = C_in * kH * kW.
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
         bias: bool = True,
         *,
         init: str = "pytorch",
@@ -119,18 +108,16 @@ class Conv2d(Module):
         dtype: type = np.float32,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = _positive_int(kernel_size, "kernel_size")
-        self.stride = _positive_int(stride, "stride")
-        if not isinstance(padding, (int, np.integer)) or padding < 0:
-            raise ValueError(f"padding={padding!r} must be a non-negative integer")
-        self.padding = int(padding)
-        k = self.kernel_size
-        shape = (self.out_channels, self.in_channels, k, k)
-        weight, b = _init_weight_and_bias(
-            shape, self.in_channels * k * k, self.out_channels * k * k, bias, init, rng, dtype
-        )
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.stride = as_pair(stride, "stride")
+        self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding", 0)
+        conv_padding(self.padding, self.kernel_size, self.stride)  # "same" needs stride 1
+        kh, kw = self.kernel_size
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
+        weight, b = _init_weight_and_bias(shape, fan_in, fan_out, bias, init, rng, dtype)
         self.weight = weight
         self.bias = b
         self._x: np.ndarray | None = None
@@ -138,21 +125,19 @@ class Conv2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"Conv2d expects input (N, {self.in_channels}, H, W), got shape {x.shape}"
-            )
-        k, weight = self.kernel_size, self.weight.data
+            got = f"{x.shape[1]} channels, shape {x.shape}" if x.ndim == 4 else f"shape {x.shape}"
+            raise ValueError(f"{self!r} expects input (N, {self.in_channels}, H, W), got {got}")
         keep = is_grad_enabled()
         self._x = x if keep else None
         # In training the patches are kept for the weight gradient; in eval mode conv2d
         # builds them a batch slice at a time, and backward (if called) rebuilds them.
         training = keep and self.training
-        self._cols = unfold(x, (k, k), self.stride, self.padding) if training else None
+        self._cols = unfold(x, self.kernel_size, self.stride, self.padding) if training else None
         bias = None if self.bias is None else self.bias.data
-        return conv2d(x, weight, bias, self.stride, self.padding, cols=self._cols)
+        return conv2d(x, self.weight.data, bias, self.stride, self.padding, cols=self._cols)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._x)
+        require_cache(self, self._x)
         grad_x, grad_w, grad_b = conv2d_backward(
             grad_out,
             self._x,
@@ -168,10 +153,13 @@ class Conv2d(Module):
         return grad_x
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}"
+            f"stride={self.stride}"
         )
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        return text if self.bias is not None else text + ", bias=False"
 
 
 class ReLU(Module):
@@ -194,7 +182,7 @@ class ReLU(Module):
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._out)
+        require_cache(self, self._out)
         if not need_input_grad:
             return None
         writable = self.inplace and grad_out.flags.writeable and grad_out.dtype == self._out.dtype
@@ -202,32 +190,6 @@ class ReLU(Module):
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
-
-
-class MaxPool2d(Module):
-    """Max over k x k windows: (N, C, H, W) -> (N, C, (H - k) // s + 1, (W - k) // s + 1)."""
-
-    def __init__(self, kernel_size: int, stride: int | None = None) -> None:
-        super().__init__()
-        self.kernel_size = _positive_int(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _positive_int(stride, "stride")
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim != 4:
-            raise ValueError(f"MaxPool2d expects input (N, C, H, W), got shape {x.shape}")
-        self._x_shape = x.shape
-        out, self._argmax = max_pool2d(x, self.kernel_size, self.stride)
-        return out
-
-    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        if not need_input_grad:
-            return None
-        return max_pool2d_backward(
-            grad_out, self._argmax, self._x_shape, self.kernel_size, self.stride
-        )
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class Flatten(Module):

@@ -445,6 +445,25 @@ def _recording_init(init: Callable) -> Callable:
     return recording_init
 
 
+# --- small checks the layers share ---------------------------------------------------------
+
+
+def require_cache(layer: Module, cache: object) -> None:
+    """The error a ``backward`` without a usable ``forward`` deserves (``cache`` is None)."""
+    if cache is None:
+        raise RuntimeError(
+            f"{type(layer).__name__}.backward() needs a forward() first; if forward ran under "
+            "no_grad(), nothing was kept for backward"
+        )
+
+
+def positive_int(value: object, name: str) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` if it is not a positive integer."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
 @functools.cache
 def _accepts_need_input_grad(backward: Callable) -> bool:
     try:

@@ -16,8 +16,7 @@ from glassnet.functional.normalization import (
     batch_norm_backward,
     batch_norm_forward,
 )
-from glassnet.nn.layers import _check_cached, _positive_int
-from glassnet.nn.module import Module, Parameter, is_grad_enabled
+from glassnet.nn.module import Module, Parameter, is_grad_enabled, positive_int, require_cache
 
 
 class _BatchNorm(Module):
@@ -49,7 +48,7 @@ class _BatchNorm(Module):
         dtype: type = np.float32,
     ) -> None:
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features")
+        self.num_features = positive_int(num_features, "num_features")
         if not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"eps={eps!r} must be a number >= 0")
         if momentum is not None and (not isinstance(momentum, numbers.Real) or momentum < 0):
@@ -104,7 +103,7 @@ class _BatchNorm(Module):
         return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        _check_cached(self, self._cache)
+        require_cache(self, self._cache)
         weight = None if self.weight is None else self.weight.data
         grad_x, grad_weight, grad_bias = batch_norm_backward(grad_out, self._cache, weight)
         if self.weight is not None:
