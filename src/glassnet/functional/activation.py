@@ -13,9 +13,9 @@ import numpy as np
 from glassnet import kernels
 
 try:  # the Numba ReLU; it runs when kernels.enabled()
-    from glassnet.kernels import conv as conv_kernels
+    from glassnet.kernels import activation as activation_kernels
 except ImportError:  # no Numba: kernels.enabled() is False
-    conv_kernels = None
+    activation_kernels = None
 
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
@@ -42,7 +42,7 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if flat is None:
         np.maximum(x, 0, out=out)
     else:
-        conv_kernels.relu(*flat)
+        activation_kernels.relu(*flat)
     return out
 
 
@@ -56,5 +56,5 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray, out: np.ndarray | None = 
     if flat is None:
         np.multiply(grad_out, y > 0, out=grad)
     else:
-        conv_kernels.relu_backward(*flat)
+        activation_kernels.relu_backward(*flat)
     return grad

@@ -127,7 +127,7 @@ def channels_last(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-def _nchw(x_nhwc: np.ndarray) -> np.ndarray:
+def nchw_view(x_nhwc: np.ndarray) -> np.ndarray:
     """The NCHW-shaped view of a channels-last array."""
     return x_nhwc.transpose(0, 3, 1, 2)
 
@@ -198,14 +198,14 @@ def col2im(
     parts = grad_cols.reshape(n, h_out, w_out, kh, kw, c)
     if use_kernels(grad_cols):
         grad = np.empty((n, h, w, c), dtype=grad_cols.dtype)
-        return _nchw(conv_kernels.col2im(np.ascontiguousarray(parts), sh, sw, top, left, grad))
+        return nchw_view(conv_kernels.col2im(np.ascontiguousarray(parts), sh, sw, top, left, grad))
     # Kernel offset (i, j) read a strided view of the padded input; those views overlap, so
     # the gradients of all kH * kW of them add up.
     grad = np.zeros((n, h + top + bottom, w + left + right, c), dtype=grad_cols.dtype)
     for i in range(kh):
         for j in range(kw):
             grad[:, i : i + sh * h_out : sh, j : j + sw * w_out : sw] += parts[:, :, :, i, j]
-    return _nchw(np.ascontiguousarray(grad[:, top : top + h, left : left + w]))
+    return nchw_view(np.ascontiguousarray(grad[:, top : top + h, left : left + w]))
 
 
 def tap_rows(
@@ -279,7 +279,7 @@ def conv2d(
         bias_row = np.zeros(c_out, dtype) if bias is None else bias
         w_t = np.concatenate([weight.reshape(c_out, -1).T, bias_row[None]]).astype(dtype)
         np.matmul(cols.reshape(len(cols), -1).T, w_t, out=rows)
-        return _nchw(out)
+        return nchw_view(out)
     w_t = weight_matrix(weight).T  # (K, C_out)
     if cols is not None:
         np.matmul(cols, w_t, out=rows)
@@ -291,7 +291,7 @@ def conv2d(
             np.matmul(im2col(x[start : start + step], (kh, kw), stride, padding), w_t, rows[piece])
     if bias is not None:
         rows += bias
-    return _nchw(out)
+    return nchw_view(out)
 
 
 def conv2d_backward(

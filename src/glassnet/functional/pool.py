@@ -20,14 +20,18 @@ import numpy as np
 
 from glassnet.functional.conv import (
     Geometry,
-    _nchw,
     as_pair,
     channels_last,
-    conv_kernels,
     geometry,
+    nchw_view,
     pad_spatial,
     use_kernels,
 )
+
+try:  # the Numba max pooling; it runs when glassnet.kernels.enabled()
+    from glassnet.kernels import pool as pool_kernels
+except ImportError:  # no Numba: kernels.enabled() is False
+    pool_kernels = None
 
 Size = int | tuple[int, int]
 
@@ -92,8 +96,8 @@ def max_pool2d(
     if use_kernels(x):
         out = np.empty((n, h_out, w_out, c), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=index_dtype)
-        conv_kernels.max_pool2d(channels_last(x), kh, kw, sh, sw, top, left, out, argmax)
-        return _nchw(out), _nchw(argmax)
+        pool_kernels.max_pool2d(channels_last(x), kh, kw, sh, sw, top, left, out, argmax)
+        return nchw_view(out), nchw_view(argmax)
     lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     xp = pad_spatial(x, geo.pads, lowest)
     out = _window_view(xp, 0, 0, geo).copy(order="K")  # keeps x's layout
@@ -129,10 +133,10 @@ def max_pool2d_backward(
     n, c, h, w = x_shape
     if use_kernels(grad_out):
         grad_x = np.empty((n, h, w, c), dtype=grad_out.dtype)
-        conv_kernels.max_pool2d_backward(
+        pool_kernels.max_pool2d_backward(
             channels_last(grad_out), channels_last(argmax), kh, kw, sh, sw, top, left, grad_x
         )
-        return _nchw(grad_x)
+        return nchw_view(grad_x)
     # dL/dx = grad_out at each window's argmax, 0 elsewhere (summed where windows overlap)
     grad = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
     for offset in range(kh * kw):

@@ -1,18 +1,17 @@
-"""Kernels (Numba) for the convolution stack: im2col and its adjoint, max pooling and its
-backward pass on channels-last (N, H, W, C) arrays, and ReLU on flat arrays.
+"""Kernels (Numba) for convolution: im2col and its adjoint col2im on channels-last arrays.
 
-The readable NumPy versions are in :mod:`glassnet.functional` (conv, pool, activation), and
-the tests hold these kernels to them. Why channels last: the innermost loop of every kernel
-below runs over C contiguous channels, so it is one vector load, compare or add per 16
-float32s, and the loops around it only index whole pixels. In NCHW the same loops would
-stride through memory a row of an image at a time.
+The readable NumPy versions are in :mod:`glassnet.functional.conv`, and the tests hold these
+kernels to them. Why channels last: the innermost loop of every kernel below runs over C
+contiguous channels, so it is one vector load or add per 16 float32s, and the loops around it
+only index whole pixels. In NCHW the same loops would stride through memory a row of an image
+at a time.
 
 All kernels are threaded over the images of the batch (``prange``) and write into an output
 array the caller allocates, so the functional layer decides shapes, dtypes and layouts.
 Padding is implicit: a tap that falls outside the image reads 0 (im2col) or is skipped
-(col2im: its gradient goes nowhere; max pooling never picks it), so no padded copy of the
-input is ever made. The kernels only need the top/left pads: the output size (the arrays'
-shapes) fixes the rest, so asymmetric padding ("same" with an even kernel) costs nothing extra.
+(col2im: its gradient goes nowhere), so no padded copy of the input is ever made. The kernels
+only need the top/left pads: the output size (the arrays' shapes) fixes the rest, so
+asymmetric padding ("same" with an even kernel) costs nothing extra.
 
 How they are written, measured on the seeds' convnet: scalar indexing only (an array view
 made inside a loop costs a reference count update per view), bounds tests instead of
@@ -71,88 +70,4 @@ def col2im(grad_cols, sh, sw, top, left, grad_x):
                             continue
                         for ch in range(c):
                             grad_x[b, row, col, ch] += grad_cols[b, y, xo, i, j, ch]
-    return grad_x
-
-
-@njit(parallel=True, cache=True)
-def max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax):
-    """out[n, y, x, :] = max over the kH x kW window at (sh y - top, sw x - left); argmax the
-    window offset i * kW + j it came from. Same rule as the NumPy reference: a running max over
-    the window's taps inside x (padding never wins) in offset order, from the first of them;
-    ties stay with the first, a NaN propagates to out (and argmax keeps the last offset that
-    was strictly greater).
-
-    x (N, H, W, C); out (N, H_out, W_out, C); argmax like out, an integer dtype.
-    """
-    n, h, w, c = x.shape
-    h_out, w_out = out.shape[1], out.shape[2]
-    for b in prange(n):
-        for y in range(h_out):
-            for xo in range(w_out):
-                i_first, j_first = max(0, top - sh * y), max(0, left - sw * xo)
-                row, col = sh * y + i_first - top, sw * xo + j_first - left
-                for ch in range(c):
-                    out[b, y, xo, ch] = x[b, row, col, ch]
-                    argmax[b, y, xo, ch] = i_first * kw + j_first
-                # Bounds tests per tap, not clamped loop ranges: those measured 5-10% slower.
-                for i in range(kh):
-                    row = sh * y + i - top
-                    if row < 0 or row >= h:
-                        continue
-                    for j in range(kw):
-                        col = sw * xo + j - left
-                        if col < 0 or col >= w or (i == i_first and j == j_first):
-                            continue
-                        offset = i * kw + j
-                        for ch in range(c):
-                            v = x[b, row, col, ch]
-                            current = out[b, y, xo, ch]
-                            if v > current:
-                                argmax[b, y, xo, ch] = offset
-                            if v > current or v != v:
-                                out[b, y, xo, ch] = v
-    return out, argmax
-
-
-@njit(parallel=True, cache=True)
-def max_pool2d_backward(grad_out, argmax, kh, kw, sh, sw, top, left, grad_x):
-    """grad_x[window's argmax] += grad_out; every other input gets 0.
-
-    grad_out, argmax (N, H_out, W_out, C); grad_x (N, H, W, C), overwritten.
-    """
-    n, h, w, c = grad_x.shape
-    h_out, w_out = grad_out.shape[1], grad_out.shape[2]
-    for b in prange(n):
-        grad_x[b] = 0  # one view per image (a view per pixel would cost a refcount each)
-        for y in range(h_out):
-            for xo in range(w_out):
-                for i in range(kh):
-                    row = sh * y + i - top
-                    if row < 0 or row >= h:
-                        continue
-                    for j in range(kw):
-                        col = sw * xo + j - left
-                        if col < 0 or col >= w:
-                            continue
-                        offset = i * kw + j
-                        for ch in range(c):
-                            if argmax[b, y, xo, ch] == offset:
-                                grad_x[b, row, col, ch] += grad_out[b, y, xo, ch]
-    return grad_x
-
-
-@njit(parallel=True, cache=True)
-def relu(x, out):
-    """out = max(x, 0) elementwise on 1-D arrays (NaN stays NaN, as np.maximum)."""
-    for i in prange(x.shape[0]):
-        v = x[i]
-        out[i] = 0 if v <= 0 else v
-    return out
-
-
-@njit(parallel=True, cache=True)
-def relu_backward(grad_out, y, grad_x):
-    """grad_x = grad_out * (y > 0) elementwise on 1-D arrays (y is the ReLU's output)."""
-    for i in prange(y.shape[0]):
-        grad_x[i] = grad_out[i] * (1 if y[i] > 0 else 0)
     return grad_x
