@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from glassnet.cli import main
+from glassnet.explain import Explanation, Step, render, worked_example
 
 
 def run(capsys, *argv):
@@ -22,6 +23,7 @@ def test_default_walks_through_the_seed_example(capsys):
     for text in ["-0.8000", "1.1000", "1.5174", "0.6590", "0.4170", "-0.3410", "-0.6820", "0.0341"]:
         assert text in out
     assert "Summary" in out and "\x1b[" not in out
+    assert out.startswith("Inputs") and "[ 0.2  -0.3   0.5]\n      [-0.5   0.7  -0.2]" in out
     assert "max |difference| = 0.0e+00" in out
 
 
@@ -86,3 +88,41 @@ def test_console_script_runs():
         check=True,
     ).stdout
     assert "Softmax" in out
+
+
+def test_every_input_is_printed_exactly_before_the_first_step(capsys):
+    argv = ["--x", "0.123456789,-2", "--w", "1,0.5;0.25,-1", "--target", "1", "--lr", "0.03"]
+    out = run(capsys, "explain", *argv, "--color", "never")
+    inputs, steps = out.split(" 1. Logits")
+    for text in ["[0.123456789  -2.0]", "[ 1.0   0.5]", "[0.25  -1.0]", "class 1", "0.03"]:
+        assert text in inputs
+    assert "[0.0  1.0]" in inputs and "lr = 0.03" in steps
+    data = json.loads(run(capsys, "explain", *argv, "--json"))
+    values = {item["title"]: item["value"] for item in data["inputs"]}
+    assert values == {
+        "x": [0.123456789, -2.0],
+        "W": [[1.0, 0.5], [0.25, -1.0]],
+        "y": [0, 1],
+        "lr": 0.03,
+    }
+    logits = json.loads(run(capsys, "explain", "--logits", "1,2", "--target", "0", "--json"))
+    assert [item["title"] for item in logits["inputs"]] == ["z", "y"]  # no lr: nothing is updated
+
+
+def test_values_that_round_to_zero_never_print_a_minus_sign(capsys):
+    # x[1] = 0 makes row 1 of dW zero, and -lr * 0 is -0.0 in floating point.
+    argv = ["--x", "1,0,2", "--w", "1,0;0,1;0.5,0.5", "--target", "0", "--lr", "0.5"]
+    w = np.array([[1, 0], [0, 1], [0.5, 0.5]])
+    ex = worked_example(x=np.array([1.0, 0.0, 2.0]), w=w, target=0, lr=0.5)
+    update = next(s.value for s in ex.steps if s.title == "SGD update")
+    assert np.signbit(update[1]).any()  # the case this test is about does arise
+    out = run(capsys, "explain", *argv, "--color", "never")
+    assert "-0.0000" not in out and "[0.0000, 0.0000]" in out
+    data = json.loads(run(capsys, "explain", *argv, "--json"))
+    numbers = np.concatenate([np.ravel(s["value"]) for s in data["inputs"] + data["steps"]])
+    assert not np.signbit(numbers[numbers == 0]).any()
+    tiny = Explanation(inputs=[Step("z", "logits", np.array([-0.0, 1.0]))])
+    tiny.add("Tiny", "t", np.array([-4e-5, 4e-5, -5e-4]))
+    tiny.summary.append(("Tiny", "t"))
+    text = render(tiny)
+    assert "[0.0000  0.0000  -0.0005]" in text and "[0.0  1.0]" in text and "-0.0000" not in text

@@ -216,6 +216,7 @@ def test_offline_error_says_what_to_do(tmp_path, monkeypatch):
         (dead_mirror(),),
         tuple("0123456789"),
     )
+    (tmp_path / "mine").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
         load(spec, "train", data_dir=tmp_path / "mine")
     message = str(info.value)

@@ -163,62 +163,69 @@ def _check_images(x: np.ndarray, opened, path: str, source: str) -> None:
         )
 
 
-def _read_images(path: Path, invert: bool, shape: tuple[int, ...]) -> np.ndarray:
-    """(N, C, H, W) float32 in [0, 1] from a PNG (resized to ``shape``) or an IDX image file."""
-    from glassnet.data import read_idx
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
 
-    if len(shape) != 3 or shape[0] not in (1, 3):
-        raise ValueError(f"images need an input shape (1 or 3, H, W), the model's is {shape}")
-    channels, height, width = shape
-    if path.suffix.lower() == ".png":
-        from PIL import Image
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+        return value
 
-        with Image.open(path) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            if converted.size != (width, height):
-                converted = converted.resize((width, height), Image.Resampling.LANCZOS)
-            pixels = np.asarray(converted, dtype=np.float32).reshape(height, width, channels)
-            pixels = pixels.transpose(2, 0, 1)[None]
-    else:
-        pixels = read_idx(path, 2051).astype(np.float32)[:, None]
-        if pixels.shape[1:] != shape:
-            raise ValueError(
-                f"{path} holds images of shape {pixels.shape[1:]}, the model expects {shape}"
-            )
-    pixels = pixels / 255.0
-    return 1.0 - pixels if invert else pixels
+    return parse
 
 
-def _class_names(opened, count: int) -> list[str]:
-    from glassnet.data import DATASETS
+def _class_names(opened, count: int, path: str) -> list[str]:
+    """The names of the model's ``count`` classes, escaped for the terminal."""
+    from glassnet.data import DATASETS, printable
 
+    config = opened.metadata.get("config")
+    dataset = config.get("dataset") if isinstance(config, dict) else None
     if opened.classes is not None:
-        return opened.classes
-    dataset = opened.metadata.get("config", {}).get("dataset")
-    if dataset in DATASETS:
-        return list(DATASETS[dataset].classes)
-    return [str(i) for i in range(count)]
+        if len(opened.classes) != count:
+            raise ValueError(
+                f"{printable(path)} names {len(opened.classes)} classes, but its model gives "
+                f"{count} scores"
+            )
+        names = opened.classes
+    elif isinstance(dataset, str) and len(DATASETS.get(dataset, ())) == count:
+        names = DATASETS[dataset].classes
+    else:
+        names = [str(i) for i in range(count)]
+    return [printable(name) for name in names]
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from glassnet.data import printable, read_images
     from glassnet.functional import softmax
     from glassnet.nn import no_grad
 
     opened = _open_model(args.checkpoint)
     shape = _input_shape(opened, args.input_shape, args.checkpoint)
     for file in args.files:
-        images = _read_images(Path(file), args.invert, shape)
+        images = read_images(file, shape, args.invert)
+        if len(images) == 0:
+            print(f"{printable(file)}: holds no images")
+            continue
         with no_grad():
             probs = softmax(opened.model(images), axis=1)
-        classes = _class_names(opened, probs.shape[1])
-        for i, row in enumerate(probs[: args.limit]):
-            top = np.argsort(row)[::-1][: args.top]
-            guesses = ", ".join(f"{classes[c]} {row[c]:.3f}" for c in top)
-            name = file if len(probs) == 1 else f"{file}[{i}]"
-            print(f"{name}: {classes[top[0]]}  ({guesses})")
-        if len(probs) > args.limit:
-            print(f"... {len(probs) - args.limit} more (raise --limit to see them)")
+        classes = _class_names(opened, probs.shape[1], args.checkpoint)
+        _print_guesses(printable(file), probs, classes, args.top, args.limit)
     return 0
+
+
+def _print_guesses(name: str, probs: np.ndarray, classes: list[str], top: int, limit: int) -> None:
+    """A line per image, at most ``limit``: the best class, then the ``top`` most probable."""
+    for i, row in enumerate(probs[:limit]):
+        best = np.argsort(row)[::-1][: min(top, len(row))]
+        guesses = ", ".join(f"{classes[c]} {row[c]:.3f}" for c in best)
+        label = name if len(probs) == 1 else f"{name}[{i}]"
+        print(f"{label}: {classes[best[0]]}  ({guesses})")
+    if len(probs) > limit:
+        print(f"... {len(probs) - limit} more (raise --limit to see them)")
 
 
 def _model_and_shape(args: argparse.Namespace):
@@ -305,11 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir")
     evaluate.set_defaults(run=_evaluate)
 
-    predict = commands.add_parser("predict", help="classify PNG or IDX images")
+    predict = commands.add_parser("predict", help="classify PNG, JPEG, BMP or IDX images")
     predict.add_argument("checkpoint")
-    predict.add_argument("files", nargs="+", metavar="FILE", help="PNG images or IDX files")
-    predict.add_argument("--top", type=int, default=3, help="how many classes to show")
-    predict.add_argument("--limit", type=int, default=20, help="images shown per file")
+    predict.add_argument(
+        "files", nargs="+", metavar="FILE", help="PNG, JPEG or BMP images, or IDX image files"
+    )
+    predict.add_argument("--top", type=_count(1), default=3, help="how many classes to show")
+    predict.add_argument("--limit", type=_count(0), default=20, help="images shown per file")
     predict.add_argument("--invert", action="store_true", help="dark ink on a light background")
     predict.set_defaults(run=_predict)
 
@@ -350,7 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError, ImportError) as error:  # bad input, broken files, no extra
-        parser.exit(2, f"glassnet {args.command}: error: {error}\n")
+        from glassnet.data.text import printable  # paths in messages come from users
+
+        message = "\n".join(map(printable, str(error).split("\n")))  # keep the hints' lines
+        parser.exit(2, f"glassnet {args.command}: error: {message}\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Datasets (MNIST, Fashion-MNIST), the IDX format, and minibatches."""
+"""Datasets (MNIST, Fashion-MNIST), the IDX format, image files, and minibatches."""
 
 from glassnet.data.datasets import (
     DATASETS,
@@ -11,7 +11,9 @@ from glassnet.data.datasets import (
     mnist,
 )
 from glassnet.data.idx import IdxError, read_idx, write_idx
+from glassnet.data.images import image_format, read_image, read_images
 from glassnet.data.loader import batches, validation_split
+from glassnet.data.text import printable
 
 __all__ = [
     "DATASETS",
@@ -22,9 +24,13 @@ __all__ = [
     "IdxError",
     "batches",
     "fashion_mnist",
+    "image_format",
     "load",
     "mnist",
+    "printable",
     "read_idx",
+    "read_image",
+    "read_images",
     "validation_split",
     "write_idx",
 ]

@@ -193,8 +193,8 @@ def locate(
     names = spec.files[split]
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DatasetNotFoundError(
-            f"data_dir {str(data_dir)!r} is not a directory: give one that holds the "
-            f"{spec.name} files, or leave it out to use the usual places"
+            f"data_dir (--data-dir) {str(data_dir)!r} is not a directory: give one that holds "
+            f"the {spec.name} files, or leave it out to use the usual places"
         )
     dirs = search_dirs(spec, data_dir)
     for directory in dirs:
