@@ -4,6 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Two shared cores: a property test's wall time says nothing about the code under test.
+settings.register_profile("glassnet", deadline=None)
+settings.load_profile("glassnet")
 
 from glassnet.data import write_idx
 

@@ -1,6 +1,5 @@
 """cross_entropy and its fused backward: PyTorch parity, edge cases, and bad input."""
 
-import importlib
 import itertools
 
 import numpy as np
@@ -9,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from glassnet import gradcheck
+from glassnet import gradcheck, kernels
 from glassnet.functional import (
     cross_entropy,
     cross_entropy_backward,
@@ -17,6 +16,9 @@ from glassnet.functional import (
     softmax,
 )
 from glassnet.nn import CrossEntropyLoss
+from tests import kernel_paths
+
+kernel_path = kernel_paths.kernel_path  # the fixture: each test runs on Numba, then NumPy
 
 C = 5
 # (logits shape, index-target shape): unbatched, (N, C), (N, C, d1), (N, C, d1, d2)
@@ -116,6 +118,44 @@ def test_module_forward_backward_matches_functional():
     np.testing.assert_array_equal(loss_fn.backward(), grad)  # backward leaves its cache intact
     with pytest.raises(RuntimeError, match="before forward"):
         CrossEntropyLoss().backward()
+
+
+def test_a_gradient_the_caller_holds_is_never_overwritten(kernel_path):
+    rng = np.random.default_rng(13)
+    first, second = (rng.standard_normal((8, 5)).astype(np.float32) for _ in range(2))
+    target = rng.integers(0, 5, size=8)
+    loss_fn = CrossEntropyLoss()
+    loss_fn(first, target)
+    held = loss_fn.backward()
+    kept = held.copy()
+    for _ in range(3):  # the steps of a training loop, with the first gradient still held
+        loss_fn(second, target)
+        grad = loss_fn.backward()
+        assert not np.shares_memory(grad, held)
+    np.testing.assert_array_equal(held, kept)
+    np.testing.assert_array_equal(grad, cross_entropy_backward(second, target))
+
+
+def test_reuse_gradient_lends_the_buffer_to_the_next_forward(kernel_path):
+    rng = np.random.default_rng(14)
+    first, second = (rng.standard_normal((8, 5)).astype(np.float32) for _ in range(2))
+    target = rng.integers(0, 5, size=8)
+    loss_fn = CrossEntropyLoss(reuse_gradient=True, label_smoothing=0.1)
+    loss_fn(first, target)
+    lent = loss_fn.backward()
+    loss_fn(second, target)
+    grad = loss_fn.backward()
+    np.testing.assert_array_equal(grad, cross_entropy_backward(second, target, label_smoothing=0.1))
+    # The kernel writes the second gradient into the first one's memory; NumPy allocates.
+    assert np.shares_memory(grad, lent) == (kernel_path == "numba")
+    # A lent buffer handed back as the logits is read, never written into.
+    expected = cross_entropy_backward(grad.copy(), target, label_smoothing=0.1)
+    before = grad.copy()
+    loss_fn(grad, target)
+    np.testing.assert_array_equal(grad, before)
+    np.testing.assert_array_equal(loss_fn.backward(), expected)
+    loss_fn(first[:3], target[:3])  # another shape: a new buffer
+    assert loss_fn.backward().shape == (3, 5)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -338,14 +378,6 @@ def test_bad_grad_output_shape():
         cross_entropy_backward(logits, target, np.ones(2), reduction="mean")
 
 
-@pytest.fixture
-def numpy_only(monkeypatch):
-    """Run the NumPy reference path even where the compiled kernel would take over."""
-    # The package re-exports a function of the same name, so fetch the module itself.
-    module = importlib.import_module("glassnet.functional.cross_entropy")
-    monkeypatch.setattr(module, "_kernel", None)
-
-
 KERNEL_CASES = [
     {},
     {"weight": np.linspace(0.0, 2.0, 7)},  # a zero weight too
@@ -359,11 +391,9 @@ KERNEL_CASES = [
 
 @pytest.mark.parametrize("options", KERNEL_CASES)
 @pytest.mark.parametrize("rows", [5, 3000])  # serial and threaded kernel
-def test_kernel_matches_numpy_reference(request, options, rows):
-    from glassnet.kernels import AVAILABLE
-
-    if not AVAILABLE:
-        pytest.skip("numba is not installed")
+def test_kernel_matches_numpy_reference(options, rows):
+    if not kernels.enabled():
+        pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
     rng = np.random.default_rng(11)
     logits = (3 * rng.standard_normal((rows, 7))).astype(np.float32)
     logits[0, 3] = logits[1, :] = -np.inf  # a masked class, an all-masked row
@@ -378,20 +408,22 @@ def test_kernel_matches_numpy_reference(request, options, rows):
         0.5 if options.get("reduction") != "none" else np.full(rows, 0.5, np.float32),
         **options,
     )
-    request.getfixturevalue("numpy_only")
-    expected_loss = cross_entropy(logits, target, **options)
-    expected_grad = cross_entropy_backward(
-        logits,
-        target,
-        0.5 if options.get("reduction") != "none" else np.full(rows, 0.5, np.float32),
-        **options,
-    )
+    with kernels.disabled():
+        expected_loss = cross_entropy(logits, target, **options)
+        expected_grad = cross_entropy_backward(
+            logits,
+            target,
+            0.5 if options.get("reduction") != "none" else np.full(rows, 0.5, np.float32),
+            **options,
+        )
     np.testing.assert_allclose(loss, expected_loss, rtol=2e-6, atol=1e-6)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
     assert np.all(grad[np.isneginf(logits)] == 0)
 
 
 def test_inplace_backward_writes_into_the_logits():
+    if not kernels.enabled():
+        pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
     rng = np.random.default_rng(12)
     logits = rng.standard_normal((64, 50)).astype(np.float32)
     target = rng.integers(0, 50, size=64)
@@ -411,9 +443,15 @@ def test_inplace_backward_writes_into_the_logits():
         (np.zeros((2, 3, 4), np.float32), np.zeros((2, 4), np.int64)),
         (logits, np.full(logits.shape, 1 / 50, np.float32)),
     ]
+    read_only = logits.copy()
+    read_only.flags.writeable = False
+    bad_cases.append((read_only, target))
     for bad, bad_target in bad_cases:
         with pytest.raises(ValueError, match="inplace=True needs"):
             cross_entropy_backward(bad, bad_target, inplace=True)
+    np.testing.assert_array_equal(read_only, logits)  # left as it was
+    with kernels.disabled(), pytest.raises(ValueError, match="kernels off"):
+        cross_entropy_backward(logits.copy(), target, inplace=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

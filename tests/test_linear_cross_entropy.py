@@ -7,6 +7,9 @@ import pytest
 
 from glassnet import gradcheck
 from glassnet.nn import CrossEntropyLoss, Linear, LinearCrossEntropy
+from tests import kernel_paths
+
+kernel_path = kernel_paths.kernel_path  # the fixture: each test runs on Numba, then NumPy
 
 OPTIONS = [
     {},
@@ -35,7 +38,7 @@ def pair(options, dtype, bias, chunk_size, seed=0):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("chunk_size", [1, 5, None])
 @pytest.mark.parametrize("bias", [False, True])
-def test_equals_linear_then_cross_entropy(options, dtype, chunk_size, bias):
+def test_equals_linear_then_cross_entropy(kernel_path, options, dtype, chunk_size, bias):
     fused, linear, loss_fn = pair(options, dtype, bias, chunk_size)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((23, 16)).astype(dtype)

@@ -135,8 +135,8 @@ def test_against_pytorch():
     "call,error,words",
     [
         (lambda: softmax(np.array([1, 2, 3])), TypeError, ["x", "int64", "floating"]),
-        (lambda: softmax(np.zeros((2, 0))), ValueError, ["empty", "(2, 0)"]),
         (lambda: softmax(np.zeros((2, 3)), axis=2), ValueError, ["axis=2"]),
+        (lambda: log_softmax(np.float64(1.0), axis=1), ValueError, ["axis=1", "1 dimensions"]),
         (lambda: softmax_backward(np.zeros(3), np.zeros(4)), ValueError, ["grad_out", "(3,)"]),
         (lambda: softmax_jacobian(np.float64(1.0)), ValueError, ["probs", "scalar"]),
     ],

@@ -10,112 +10,39 @@ Shapes follow ``torch.nn.functional.cross_entropy``:
 Inside, logits are viewed as M rows of C classes (M = N * d1 * ... * dk). Every row's loss is
 ``L = -sum_c t_c * log p_c`` for an effective target ``t`` (weights and label smoothing folded in),
 so its gradient is ``dL/dz = p * sum(t) - t``: ``p - y`` for a plain one-hot target.
+
+For float32 class-index targets a fused Numba kernel (:mod:`glassnet.kernels.cross_entropy`)
+computes the same numbers when :func:`glassnet.kernels.enabled`; the NumPy code here is the
+reference it is tested against.
 """
 
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from glassnet.functional._checks import as_float_array, check_reduction, compute_dtype
-from glassnet.functional.softmax import _exp_and_sum, _shift_by_max, softmax, softmax_jacobian
+from glassnet import kernels
+from glassnet.functional._checks import as_float_array, check_reduction
+from glassnet.functional._rows import (
+    CrossEntropyCache,
+    Rows,
+    reduce_loss,
+    restore_layout,
+    row_scale,
+    spread_grad_output,
+    to_rows,
+)
+from glassnet.functional.softmax import exp_and_sum, shift_by_max, softmax, softmax_jacobian
 
-try:  # the fused Numba kernel for float32 index targets; the NumPy code below is the reference
-    from glassnet.kernels.cross_entropy import cross_entropy_rows as _kernel
-except ImportError:
-    _kernel = None
-KERNEL_AVAILABLE = _kernel is not None
+try:  # the fused kernel; it runs when kernels.enabled()
+    from glassnet.kernels import cross_entropy as ce_kernels
+except ImportError:  # no Numba: kernels.enabled() is False
+    ce_kernels = None
 
 Reduction = Literal["none", "mean", "sum"]
 AllIgnored = Literal["nan", "zero"]
-
-
-@dataclass
-class _Rows:
-    """Validated logits and target, flattened to rows of C classes (class axis last)."""
-
-    logits: np.ndarray  # (M, C), compute dtype
-    labels: np.ndarray | None  # (M,) int64 class indices; ignored rows hold 0
-    keep: np.ndarray | None  # (M,) bool; False where the target is ignore_index
-    probs_target: np.ndarray | None  # (M, C), compute dtype
-    loss_shape: tuple[int, ...]
-    logits_shape: tuple[int, ...]
-    logits_dtype: np.dtype
-
-
-@dataclass
-class CrossEntropyCache:
-    """What the forward pass keeps so the backward pass needs no second look at the logits."""
-
-    exps: np.ndarray | None  # (M, C) exp(z - max z), unnormalised (NumPy paths)
-    sums: np.ndarray | None  # (M, 1) row sums of exps (1 for all-masked rows)
-    labels: np.ndarray | None  # sparse path: (M,) class indices
-    coef: np.ndarray | None  # sparse path: (M,) weight of the target class, 0 if not counted
-    dense_target: np.ndarray | None  # dense path: (M, C) effective target, 0 on masked classes
-    denominator: float  # what "mean" divides by
-    rows: _Rows
-    reduction: str
-    all_ignored: str
-    grad: np.ndarray | None = None  # kernel path: (M, C) dL/dz for grad_output = 1
-    grad_scale: float = 1.0  # an upstream factor folded into every gradient
-
-
-def _to_rows(logits: np.ndarray, target: object, ignore_index: int) -> _Rows:
-    logits = as_float_array(logits, "logits")
-    if logits.ndim == 0:
-        raise ValueError("logits must have a class axis: shape (C,), (N, C) or (N, C, d1, ...)")
-    unbatched = logits.ndim == 1
-    num_classes = logits.shape[0 if unbatched else 1]
-    if num_classes == 0:
-        raise ValueError(f"logits of shape {logits.shape} have no classes (C = 0)")
-    dtype = compute_dtype(logits.dtype)
-    # Move classes to the last axis: (N, C, d1..dk) -> (N, d1..dk, C) -> (M, C)
-    moved = logits if logits.ndim <= 2 else np.moveaxis(logits, 1, -1)  # (N, C) already is
-    flat = moved.reshape(-1, num_classes).astype(dtype, copy=False)
-    index_shape = () if unbatched else logits.shape[:1] + logits.shape[2:]
-
-    target = np.asarray(target)
-    if target.shape == logits.shape:
-        if not np.issubdtype(target.dtype, np.floating):
-            raise TypeError(
-                f"target has the logits' shape {logits.shape}, so it is read as class "
-                f"probabilities and must be floating-point, got dtype {target.dtype}; "
-                f"pass class indices of shape {index_shape} or a float (one-hot) array"
-            )
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} is not supported with probability targets "
-                "(as in PyTorch); give ignored positions zero probability instead"
-            )
-        probs = target if target.ndim <= 2 else np.moveaxis(target, 1, -1)
-        probs = probs.reshape(-1, num_classes)
-        return _Rows(flat, None, None, probs.astype(dtype), index_shape, logits.shape, logits.dtype)
-
-    if target.shape != index_shape:
-        raise ValueError(
-            f"target of shape {target.shape} does not fit logits of shape {logits.shape}: "
-            f"expected class indices of shape {index_shape} or probabilities of shape "
-            f"{logits.shape}"
-        )
-    if not np.issubdtype(target.dtype, np.integer):
-        raise TypeError(
-            f"class-index target must have an integer dtype, got {target.dtype}; "
-            f"probability targets must have the logits' shape {logits.shape}"
-        )
-    labels = target.reshape(-1).astype(np.int64)
-    keep = labels != ignore_index
-    bad = keep & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        where = np.unravel_index(int(np.argmax(bad)), index_shape) if index_shape else ()
-        raise ValueError(
-            f"target holds class {labels[bad][0]} at position {tuple(map(int, where))}; "
-            f"class indices must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
-        )
-    labels = np.where(keep, labels, 0)
-    return _Rows(flat, labels, keep, None, index_shape, logits.shape, logits.dtype)
 
 
 def check_options(ignore_index, reduction, label_smoothing, all_ignored) -> None:
@@ -144,7 +71,7 @@ def check_weight(weight: object, num_classes: int, dtype: np.dtype) -> np.ndarra
     return weight.astype(dtype)
 
 
-def _dense_target(rows: _Rows, masked: np.ndarray, weight, label_smoothing: float) -> np.ndarray:
+def _dense_target(rows: Rows, masked: np.ndarray, weight, label_smoothing: float) -> np.ndarray:
     """The effective target t (M, C): smoothed over the unmasked classes, then weighted."""
     dtype = rows.logits.dtype
     allowed = ~masked
@@ -180,26 +107,34 @@ def cross_entropy_forward(
 
     For float32 class-index targets a fused kernel computes the loss and, when ``want_grad``,
     the gradient in the same pass: into the logits themselves when ``inplace``, else into
-    ``out`` when it is a float32 array of the right shape (a buffer to reuse), else a new one.
+    ``out`` when it is a writeable, C-contiguous float32 array of the rows' shape (M, C) that
+    does not overlap the logits (a buffer to reuse), else into a new one.
     ``grad_scale`` multiplies every gradient this cache yields (an upstream factor known in
     advance, applied inside the kernel instead of as another pass).
     """
     check_options(ignore_index, reduction, label_smoothing, all_ignored)
-    rows = _to_rows(logits, target, ignore_index)
+    rows = to_rows(logits, target, ignore_index, allow_no_classes=True)
     weight = check_weight(weight, rows.logits.shape[1], rows.logits.dtype)
-    if inplace:
-        _check_inplace(logits, rows)
-    if _kernel is not None and rows.labels is not None and rows.logits.dtype == np.float32:
+    if inplace and (rows.labels is None or not inplace_possible(logits)):
+        raise ValueError(
+            "inplace=True needs writeable, C-contiguous float32 logits of shape (N, C), "
+            "class-index targets and the Numba kernels on (numba installed, no "
+            f"GLASSNET_KERNELS=0, not inside kernels.disabled()); got {np.asarray(logits).dtype} "
+            f"logits of shape {np.shape(logits)}, kernels {'on' if kernels.enabled() else 'off'}"
+        )
+    if rows.logits.size == 0:
+        return _no_logits(rows, reduction, all_ignored, inplace, grad_scale)
+    if kernels.enabled() and rows.labels is not None and rows.logits.dtype == np.float32:
         return _kernel_forward(
             rows, weight, label_smoothing, reduction, all_ignored, want_grad, inplace, out,
             grad_scale,
         )  # fmt: skip
-    shifted, _ = _shift_by_max(rows.logits, axis=1)  # z - max z, a fresh (M, C) array
+    shifted, _ = shift_by_max(rows.logits, axis=1)  # z - max z, a fresh (M, C) array
 
     if rows.labels is not None and label_smoothing == 0:
         # Sparse path: only the target class of each row matters. loss = w_y * (log sum e^z - z_y)
         shifted_at_target = shifted[np.arange(len(shifted)), rows.labels]
-        exps, sums = _exp_and_sum(shifted, axis=1)
+        exps, sums = exp_and_sum(shifted, axis=1)
         class_weight = np.ones_like(shifted_at_target) if weight is None else weight[rows.labels]
         class_weight[~rows.keep] = 0
         with np.errstate(invalid="ignore"):  # 0 * inf on ignored rows is resolved just below
@@ -213,7 +148,7 @@ def cross_entropy_forward(
     else:
         masked = shifted == -np.inf
         dense = _dense_target(rows, masked, weight, label_smoothing)
-        exps, sums = _exp_and_sum(shifted.copy(), axis=1)
+        exps, sums = exp_and_sum(shifted.copy(), axis=1)
         neg_log_probs = np.log(sums) - shifted
         # Sum t_c * (-log p_c) over the classes the target touches (0 * inf counts as 0).
         products = np.multiply(dense, neg_log_probs, out=np.zeros_like(dense), where=dense != 0)
@@ -230,24 +165,33 @@ def cross_entropy_forward(
         exps, sums, labels, coef, dense, denominator, rows, reduction, all_ignored, None,
         grad_scale,
     )  # fmt: skip
-    return _reduce(row_loss, cache), cache
+    return reduce_loss(row_loss, cache), cache
 
 
-def _check_inplace(logits: np.ndarray, rows: _Rows) -> None:
-    if not (
-        rows.labels is not None
-        and _kernel is not None
+def inplace_possible(logits: np.ndarray) -> bool:
+    """Whether ``cross_entropy_forward(logits, ..., inplace=True)`` can write the gradient into
+    ``logits``: the kernels are on and logits is a writeable, C-contiguous float32 (N, C) array
+    (the target must hold class indices)."""
+    return (
+        kernels.enabled()
         and isinstance(logits, np.ndarray)
         and logits.ndim == 2
         and logits.dtype == np.float32
         and logits.flags.c_contiguous
         and logits.flags.writeable
-    ):  # then rows.logits is a view of the caller's array, and the kernel writes into it
-        raise ValueError(
-            "inplace=True needs writeable, C-contiguous float32 logits of shape (N, C) with "
-            f"class-index targets (got {np.asarray(logits).dtype} logits of shape "
-            f"{np.shape(logits)}{'' if _kernel is not None else '; numba is not installed'})"
-        )
+    )
+
+
+def _no_logits(rows, reduction, all_ignored, inplace, grad_scale):
+    """Empty logits (N = 0, some d_i = 0, or C = 0): each row's loss is 0, the gradient is empty,
+    and "mean" has nothing to divide by: no counted index target, and for probability targets
+    PyTorch's numel / C is 0 or 0 / 0. So it is NaN, as in PyTorch."""
+    grad = rows.logits if inplace else np.zeros_like(rows.logits)
+    row_loss = np.zeros(len(rows.logits), rows.logits.dtype)
+    cache = CrossEntropyCache(
+        None, None, None, None, None, 0.0, rows, reduction, all_ignored, grad, grad_scale
+    )
+    return reduce_loss(row_loss, cache), cache
 
 
 def _kernel_forward(
@@ -261,60 +205,27 @@ def _kernel_forward(
     if want_grad and inplace:
         grad = rows.logits
     elif want_grad:
-        reusable = out is not None and out.shape == rows.logits.shape and out.dtype == np.float32
-        grad = out if reusable and out.flags.c_contiguous else np.empty_like(rows.logits)
+        reusable = (
+            out is not None
+            and out.shape == rows.logits.shape
+            and out.dtype == np.float32
+            and out.flags.c_contiguous
+            and out.flags.writeable
+            and not np.may_share_memory(out, rows.logits)
+        )
+        grad = out if reusable else np.empty(rows.logits.shape, np.float32)  # C order
     factor = grad_scale
     if reduction == "mean":
         factor = grad_scale / denominator if denominator else 0.0
     scale = np.full(len(rows.labels), factor, dtype=np.float32)
     labels = np.where(rows.keep, rows.labels, -1)
-    row_loss = _kernel(rows.logits, labels, class_weight, weight, label_smoothing, scale, grad)
+    row_loss = ce_kernels.cross_entropy_rows(
+        rows.logits, labels, class_weight, weight, label_smoothing, scale, grad
+    )
     cache = CrossEntropyCache(
         None, None, None, None, None, denominator, rows, reduction, all_ignored, grad, grad_scale
     )
-    return _reduce(row_loss, cache), cache
-
-
-def _reduce(row_loss: np.ndarray, cache: CrossEntropyCache) -> np.ndarray:
-    dtype = cache.rows.logits_dtype
-    if cache.reduction == "none":
-        return row_loss.reshape(cache.rows.loss_shape).astype(dtype)
-    total = row_loss.sum(dtype=np.float64)
-    if cache.reduction == "sum":
-        return np.asarray(total, dtype=dtype)
-    if cache.denominator == 0:
-        return np.asarray(0.0 if cache.all_ignored == "zero" else np.nan, dtype=dtype)
-    return np.asarray(total / cache.denominator, dtype=dtype)
-
-
-def _upstream(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
-    """grad_output checked against the reduction and spread over the rows: shape (M, 1)."""
-    dtype = cache.rows.logits.dtype
-    grad_output = np.asarray(grad_output, dtype=np.float64)
-    num_rows = cache.rows.logits.shape[0]
-    if cache.reduction == "none":
-        if grad_output.ndim and grad_output.shape != cache.rows.loss_shape:
-            raise ValueError(
-                f"grad_output of shape {grad_output.shape} must have the loss's shape "
-                f"{cache.rows.loss_shape} (reduction='none') or be a scalar"
-            )
-        scale = np.broadcast_to(grad_output, cache.rows.loss_shape).reshape(num_rows, 1)
-        return scale.astype(dtype)
-    if grad_output.ndim:
-        raise ValueError(
-            f"grad_output must be a scalar for reduction={cache.reduction!r}, "
-            f"got shape {grad_output.shape}"
-        )
-    return np.full((num_rows, 1), grad_output, dtype)
-
-
-def _row_scale(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
-    """dL_total/dL_row for every row: grad_output spread by the reduction, shape (M, 1)."""
-    scale = _upstream(cache, grad_output) * cache.grad_scale
-    if cache.reduction == "mean":
-        # With nothing to average over, the loss does not depend on the logits at all.
-        return scale / cache.denominator if cache.denominator else np.zeros_like(scale)
-    return scale
+    return reduce_loss(row_loss, cache), cache
 
 
 def cross_entropy_backward_from_cache(
@@ -326,10 +237,10 @@ def cross_entropy_backward_from_cache(
     it is returned as is (not a copy; in place, it is the logits array).
     """
     if cache.grad is not None:
-        return _scale_kernel_grad(cache, grad_output)
+        return _scale_stored_grad(cache, grad_output)
     if cache.exps is None:
         raise RuntimeError("this forward pass ran with want_grad=False: there is no gradient")
-    scale = _row_scale(cache, grad_output)
+    scale = row_scale(cache, grad_output)
     if cache.dense_target is None:
         # dL/dz = w_y * (p - onehot(y)), scaled by the reduction
         row_coef = scale * cache.coef[:, None]
@@ -340,24 +251,15 @@ def cross_entropy_backward_from_cache(
         target = cache.dense_target
         grad = cache.exps * (scale * target.sum(axis=1, keepdims=True) / cache.sums)
         grad -= scale * target
-    return _restore_layout(grad, cache.rows)
+    return restore_layout(grad, cache.rows)
 
 
-def _scale_kernel_grad(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
-    """The kernel's gradient already holds the reduction and grad_scale; apply grad_output."""
+def _scale_stored_grad(cache: CrossEntropyCache, grad_output: object) -> np.ndarray:
+    """The stored gradient already holds the reduction and grad_scale; apply grad_output."""
     grad = cache.grad
     if np.ndim(grad_output) or float(grad_output) != 1.0:
-        grad = grad * _upstream(cache, grad_output)
-    return _restore_layout(grad, cache.rows)
-
-
-def _restore_layout(grad: np.ndarray, rows: _Rows) -> np.ndarray:
-    """(M, C) rows back to the logits' layout and dtype."""
-    shape = rows.logits_shape
-    if len(shape) <= 2:
-        return grad.reshape(shape).astype(rows.logits_dtype, copy=False)
-    moved = grad.reshape(shape[:1] + shape[2:] + shape[1:2])
-    return np.ascontiguousarray(np.moveaxis(moved, -1, 1), dtype=rows.logits_dtype)
+        grad = grad * spread_grad_output(cache, grad_output)
+    return restore_layout(grad, cache.rows)
 
 
 def cross_entropy(
@@ -385,10 +287,13 @@ def cross_entropy(
     Returns:
         loss, shape () or the index-target shape for "none"; the logits' dtype.
 
-    Matches ``torch.nn.functional.cross_entropy`` option for option. Deviations, for input
-    PyTorch turns into NaN or inf: ignored rows never produce NaN (even with all -inf logits);
-    ``-inf`` (masked) classes get zero gradient and label smoothing spreads its mass over the
-    unmasked classes only; ``all_ignored="zero"``.
+    Matches ``torch.nn.functional.cross_entropy`` option for option, also for empty logits
+    (N = 0, d_i = 0, or C = 0 with every index target ignored): "mean" is NaN, "sum" 0, "none"
+    zeros of the loss's shape, and the gradient is empty. A row holding +inf gives NaN.
+    Deviations, for input PyTorch turns into NaN or inf: ignored rows never produce NaN (even
+    with all -inf logits, or C = 0 with label smoothing); ``-inf`` (masked) classes get zero
+    gradient and label smoothing spreads its mass over the unmasked classes only;
+    ``all_ignored="zero"``.
 
     >>> float(cross_entropy(np.array([[-0.8, 1.1, 0.1]]), np.array([1])).round(3))
     0.417

@@ -14,16 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from glassnet.functional._checks import as_float_array, check_reduction, compute_dtype
-from glassnet.functional.cross_entropy import (
+from glassnet.functional._rows import (
     CrossEntropyCache,
-    Reduction,
-    _reduce,
-    _restore_layout,
-    _row_scale,
-    _to_rows,
-    check_options,
-    check_weight,
+    reduce_loss,
+    restore_layout,
+    row_scale,
+    to_rows,
 )
+from glassnet.functional.cross_entropy import Reduction, check_options, check_weight
 
 
 def _mse_inputs(input: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +111,7 @@ def nll_loss_forward(
         )
     if not np.issubdtype(target.dtype, np.integer):
         raise TypeError(f"target must hold class indices (integers), got dtype {target.dtype}")
-    rows = _to_rows(log_probs, target, ignore_index)  # checks the class indices' range
+    rows = to_rows(log_probs, target, ignore_index)  # checks the class indices' range
     weight = check_weight(weight, rows.logits.shape[1], rows.logits.dtype)
     coef = np.ones(len(rows.labels), rows.logits.dtype) if weight is None else weight[rows.labels]
     coef[~rows.keep] = 0
@@ -125,16 +123,16 @@ def nll_loss_forward(
     cache = CrossEntropyCache(
         None, None, rows.labels, coef, None, denominator, rows, reduction, "nan"
     )
-    return _reduce(row_loss, cache), cache
+    return reduce_loss(row_loss, cache), cache
 
 
 def nll_loss_backward_from_cache(cache: CrossEntropyCache, grad_output: object = 1.0) -> np.ndarray:
     """dL/dlog_probs from the cache of :func:`nll_loss_forward`; the cache is left intact."""
-    scale = _row_scale(cache, grad_output)  # (M, 1)
+    scale = row_scale(cache, grad_output)  # (M, 1)
     grad = np.zeros_like(cache.rows.logits)
     # dL/dlog_probs[row, c] = -weight[target] * scale where c = target, else 0
     grad[np.arange(len(grad)), cache.labels] = -cache.coef * scale[:, 0]
-    return _restore_layout(grad, cache.rows)
+    return restore_layout(grad, cache.rows)
 
 
 def nll_loss(

@@ -1,9 +1,11 @@
 """Softmax, log-softmax and their derivatives.
 
-Shapes: any batch shape ``(...)``; the class axis ``axis`` has length C.
+Shapes: any batch shape ``(...)``; the class axis ``axis`` has length C. As in PyTorch, a 0-d
+array is one row of one class (``axis`` 0 or -1): its softmax is 1 and its log-softmax 0; an
+empty array gives an empty array of its shape, also when C = 0.
 A logit of ``-inf`` marks a masked class: its probability is exactly 0. A row in which every
 class is masked has no distribution; it gets probabilities 0 (PyTorch gives NaN) and
-log-probabilities ``-inf``.
+log-probabilities ``-inf``. A row holding ``+inf`` is all NaN, as in PyTorch.
 """
 
 from __future__ import annotations
@@ -13,26 +15,35 @@ import numpy as np
 from glassnet.functional._checks import as_float_array, compute_dtype, normalize_axis
 
 
-def _shift_by_max(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``x - max(x)`` along ``axis`` and the max (kept dims); all-masked rows shift by 0."""
-    if x.shape[axis] == 0:
-        raise ValueError(f"the class axis ({axis=}) of an array of shape {x.shape} is empty")
-    row_max = np.max(x, axis=axis, keepdims=True)
+def shift_by_max(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``x - max(x)`` along ``axis`` and the max (kept dims); all-masked and empty rows
+    shift by 0."""
+    row_max = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     # An all -inf row would give -inf - (-inf) = NaN; shifting it by 0 keeps it at -inf.
     row_max = np.where(row_max == -np.inf, 0, row_max).astype(x.dtype, copy=False)
-    return x - row_max, row_max
+    with np.errstate(invalid="ignore"):  # +inf - (+inf) is NaN, the answer PyTorch gives too
+        return x - row_max, row_max
 
 
-def _exp_and_sum(shifted: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def exp_and_sum(shifted: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Exponentiate ``shifted`` in place; return it and its sum, with 1 standing in for 0.
 
     After the shift the largest entry of a row is exp(0) = 1, so a sum is either >= 1 or 0, and 0
-    only for an all-masked row, whose exponentials are all 0 anyway.
+    only for an all-masked (or empty) row, whose exponentials are all 0 anyway.
     """
     exps = np.exp(shifted, out=shifted)
     total = exps.sum(axis=axis, keepdims=True)
     total[total == 0] = 1
     return exps, total
+
+
+def _class_axis_view(x: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
+    """``x`` at least 1-d in its compute dtype, and ``axis`` checked and made non-negative.
+
+    A 0-d ``x`` becomes shape (1,): one row of one class, with ``axis`` 0 or -1 as in PyTorch.
+    """
+    axis = normalize_axis(axis, max(x.ndim, 1))
+    return np.atleast_1d(x).astype(compute_dtype(x.dtype), copy=False), axis
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -50,11 +61,11 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     array([0.099, 0.659, 0.242])
     """
     x = as_float_array(x, "x")
-    axis = normalize_axis(axis, x.ndim)
-    shifted, _ = _shift_by_max(x.astype(compute_dtype(x.dtype), copy=False), axis)
-    exps, total = _exp_and_sum(shifted, axis)
+    logits, axis = _class_axis_view(x, axis)
+    shifted, _ = shift_by_max(logits, axis)
+    exps, total = exp_and_sum(shifted, axis)
     exps /= total
-    return exps.astype(x.dtype, copy=False)
+    return exps.reshape(x.shape).astype(x.dtype, copy=False)
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -72,11 +83,11 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     array([-1000.,     0.])
     """
     x = as_float_array(x, "x")
-    axis = normalize_axis(axis, x.ndim)
-    shifted, _ = _shift_by_max(x.astype(compute_dtype(x.dtype), copy=False), axis)
-    _, total = _exp_and_sum(shifted.copy(), axis)
+    logits, axis = _class_axis_view(x, axis)
+    shifted, _ = shift_by_max(logits, axis)
+    _, total = exp_and_sum(shifted.copy(), axis)
     shifted -= np.log(total)
-    return shifted.astype(x.dtype, copy=False)
+    return shifted.reshape(x.shape).astype(x.dtype, copy=False)
 
 
 def softmax_backward(grad_out: np.ndarray, probs: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -102,13 +113,11 @@ def softmax_backward(grad_out: np.ndarray, probs: np.ndarray, axis: int = -1) ->
         raise ValueError(
             f"grad_out of shape {grad_out.shape} must have the shape of probs {probs.shape}"
         )
-    axis = normalize_axis(axis, probs.ndim)
-    dtype = compute_dtype(probs.dtype)
-    g = grad_out.astype(dtype, copy=False)
-    p = probs.astype(dtype, copy=False)
+    g, _ = _class_axis_view(grad_out.astype(compute_dtype(probs.dtype), copy=False), axis)
+    p, axis = _class_axis_view(probs, axis)
     # dL/dx_j = sum_i g_i * p_i * (delta_ij - p_j) = p_j * (g_j - sum_i g_i p_i)
     grad_x = p * (g - np.sum(g * p, axis=axis, keepdims=True))
-    return grad_x.astype(probs.dtype, copy=False)
+    return grad_x.reshape(probs.shape).astype(probs.dtype, copy=False)
 
 
 def log_softmax_backward(grad_out: np.ndarray, log_probs: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -132,12 +141,11 @@ def log_softmax_backward(grad_out: np.ndarray, log_probs: np.ndarray, axis: int 
         raise ValueError(
             f"grad_out of shape {grad_out.shape} must have the shape of log_probs {log_probs.shape}"
         )
-    axis = normalize_axis(axis, log_probs.ndim)
-    dtype = compute_dtype(log_probs.dtype)
-    g = grad_out.astype(dtype, copy=False)
+    g, _ = _class_axis_view(grad_out.astype(compute_dtype(log_probs.dtype), copy=False), axis)
+    log_p, axis = _class_axis_view(log_probs, axis)
     # dL/dx_j = g_j - p_j * sum_i g_i
-    grad_x = g - np.exp(log_probs.astype(dtype, copy=False)) * g.sum(axis=axis, keepdims=True)
-    return grad_x.astype(log_probs.dtype, copy=False)
+    grad_x = g - np.exp(log_p) * g.sum(axis=axis, keepdims=True)
+    return grad_x.reshape(log_probs.shape).astype(log_probs.dtype, copy=False)
 
 
 def softmax_jacobian(probs: np.ndarray) -> np.ndarray:

@@ -162,7 +162,8 @@ def _cross_entropy_rows(
                 total += exp_nonpositive(row[j] - m)
         lse = math.log(total) if total != 0 else F(0.0)
         target_unmasked = z_y != _NEG_INF
-        nll = lse - (z_y - m) if target_unmasked else F(np.inf)
+        # A masked target class costs inf; lse + inf keeps the NaN of a row holding +inf.
+        nll = lse - (z_y - m) if target_unmasked else lse + F(np.inf)
         value = F(0.0)
         if w_y != 0:  # (a zero weight times an infinite nll counts as 0)
             value = (F(1.0) - eps) * w_y * nll
@@ -207,12 +208,31 @@ PARALLEL_THRESHOLD = 1 << 16
 
 
 def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=None):
-    """Dispatch to the serial or threaded kernel; returns the per-row loss (float32)."""
+    """Dispatch to the serial or threaded kernel; returns the per-row loss (float32).
+
+    ``out``, a writeable C-contiguous (M, C) float32 array, receives dL/dz * scale when given;
+    it may be ``logits`` itself (in place). Logits the kernel does not take as they are
+    (read-only, broadcast or strided) are first copied: into ``out``, which the kernel then
+    works on in place, or into a new array. Numba compiles the in-place stores even where
+    they do not run, so it cannot type a read-only array at all.
+    """
     kernel = _parallel if logits.size >= PARALLEL_THRESHOLD else _serial
     has_weight = weight is not None
     weight = weight if has_weight else np.ones(1, dtype=np.float32)
     want_grad = out is not None
     inplace = want_grad and out is logits
+    if not (logits.flags.c_contiguous and logits.flags.writeable):
+        if inplace:
+            raise ValueError(
+                "out is the logits array, so it must be writeable and C-contiguous to take "
+                f"the gradient in place (writeable={logits.flags.writeable}, "
+                f"C-contiguous={logits.flags.c_contiguous})"
+            )
+        if want_grad:
+            np.copyto(out, logits)
+            logits, inplace = out, True
+        else:
+            logits = np.array(logits, dtype=np.float32, order="C")
     out = out if want_grad else logits
     args = (logits, labels, class_weight, weight, has_weight, F(eps), scale, out, want_grad)
     return kernel(*args, inplace)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from glassnet.functional._checks import check_reduction
 from glassnet.functional.cross_entropy import (
-    KERNEL_AVAILABLE,
     AllIgnored,
     CrossEntropyCache,
     Reduction,
@@ -16,6 +13,7 @@ from glassnet.functional.cross_entropy import (
     check_weight,
     cross_entropy_backward_from_cache,
     cross_entropy_forward,
+    inplace_possible,
 )
 from glassnet.functional.losses import (
     mse_loss,
@@ -31,15 +29,21 @@ class CrossEntropyLoss:
     """Softmax + cross-entropy on logits, with the fused backward ``p - y``.
 
     Args: as :func:`glassnet.functional.cross_entropy` (weight (C,), ignore_index, reduction,
-    label_smoothing, all_ignored), plus ``inplace``: forward writes the gradient into the
-    logits array (float32 (N, C), class indices), so the pair allocates O(N) extra memory; read
-    anything you need from the logits (the argmax) before calling it. Matches
-    ``torch.nn.CrossEntropyLoss``.
+    label_smoothing, all_ignored), plus two ways to save memory, both off by default:
 
-    ``forward`` computes the loss and keeps what ``backward`` needs, so the pair reads the logits
-    once; no softmax backward runs. For float32 class-index targets one fused kernel computes
-    both in that pass, and ``backward`` returns its result (for ``grad_output = 1``, not a
-    copy). For a loss without gradient (evaluation), ``functional.cross_entropy`` is cheaper.
+    - ``inplace``: forward writes the gradient into the logits array (float32 (N, C), class
+      indices, kernels on), so the pair allocates O(N) extra memory; read anything you need
+      from the logits (the argmax) before calling it.
+    - ``reuse_gradient``: the array ``backward()`` returns is lent, not given: the next
+      ``forward()`` writes the next gradient into it (when the shapes match and the kernel
+      runs), saving an (N, C) allocation per training step. Copy it if you keep it. Without
+      this option every gradient is the caller's and is never written to again.
+
+    Matches ``torch.nn.CrossEntropyLoss``. ``forward`` computes the loss and keeps what
+    ``backward`` needs, so the pair reads the logits once; no softmax backward runs. For float32
+    class-index targets one fused kernel computes both in that pass, and ``backward`` returns
+    its result (for ``grad_output = 1``, not a copy). For a loss without gradient
+    (evaluation), ``functional.cross_entropy`` is cheaper.
 
     >>> loss_fn = CrossEntropyLoss()
     >>> float(loss_fn(np.array([[-0.8, 1.1, 0.1]]), np.array([1])).round(3))
@@ -56,6 +60,7 @@ class CrossEntropyLoss:
         label_smoothing: float = 0.0,
         all_ignored: AllIgnored = "nan",
         inplace: bool = False,
+        reuse_gradient: bool = False,
     ) -> None:
         self.weight = None if weight is None else np.asarray(weight)
         self.ignore_index = ignore_index
@@ -63,15 +68,19 @@ class CrossEntropyLoss:
         self.label_smoothing = label_smoothing
         self.all_ignored = all_ignored
         self.inplace = inplace
+        self.reuse_gradient = reuse_gradient
         self._cache: CrossEntropyCache | None = None
 
     def forward(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Loss of ``logits`` (N, C, ...) against ``target``; keeps what backward needs."""
-        reusable = self._released_gradient()
+        lent = None  # with inplace, the last gradient is the caller's logits: never lent
+        if self.reuse_gradient and not self.inplace and self._cache is not None:
+            lent = self._cache.grad
+        self._cache = None  # free the last step's cache before this step allocates its own
         loss, self._cache = cross_entropy_forward(
             logits,
             target,
-            out=reusable,
+            out=lent,
             weight=self.weight,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
@@ -83,21 +92,6 @@ class CrossEntropyLoss:
 
     __call__ = forward
 
-    def _released_gradient(self) -> np.ndarray | None:
-        """The last gradient buffer, if nothing outside this object refers to it any more.
-
-        A training loop drops the previous step's dL/dlogits before the next forward; writing
-        the new one into the same memory then saves allocating (and page-faulting) N * C
-        numbers per step, as a caching allocator would. A buffer someone still holds (directly
-        or through a view) has a higher reference count and is left alone.
-        """
-        if self._cache is None or self._cache.grad is None or self.inplace:
-            return None
-        buffer = self._cache.grad
-        self._cache = None
-        # References: `buffer` here and getrefcount's argument; any view or holder adds one.
-        return buffer if sys.getrefcount(buffer) <= 2 else None
-
     def backward(self, grad_output: object = 1.0) -> np.ndarray:
         """dL/dlogits for the last forward call, shape and dtype of its logits."""
         if self._cache is None:
@@ -107,7 +101,7 @@ class CrossEntropyLoss:
     def __repr__(self) -> str:
         return (
             f"CrossEntropyLoss(reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
-            f"label_smoothing={self.label_smoothing})"
+            f"label_smoothing={self.label_smoothing}, reuse_gradient={self.reuse_gradient})"
         )
 
 
@@ -202,7 +196,7 @@ class LinearCrossEntropy(Module):
         logits = x @ w.T
         if self.bias is not None:
             logits += self.bias.data
-        in_place = KERNEL_AVAILABLE and logits.dtype == np.float32
+        in_place = inplace_possible(logits)
         loss, cache = cross_entropy_forward(
             logits, target, reduction="none", inplace=in_place, grad_scale=factor, **self.options
         )

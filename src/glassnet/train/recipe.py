@@ -372,7 +372,7 @@ def _train(
         x_train, y_train, x_test, y_test = data
     (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train, config.val_fraction)
     classes = DATASETS[config.dataset].classes
-    loss_fn = CrossEntropyLoss()
+    loss_fn = CrossEntropyLoss(reuse_gradient=True)  # the loop keeps no gradient it was lent
     model, state = run.model, run.state
     num_batches = math.ceil(len(x_train) / config.batch_size)
     show_bar = not quiet and stderr.isatty()
