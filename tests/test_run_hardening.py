@@ -1,7 +1,8 @@
 """Runs and checkpoints under bad input: locks, leftovers, hostile checkpoints, bad options."""
 
 import json
-import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,12 +11,11 @@ from glassnet.checkpoint import (
     CheckpointError,
     DirectoryLockedError,
     load_checkpoint,
-    lock_directory,
     save_checkpoint,
 )
 from glassnet.cli import main
 from glassnet.model_file import read_model_file
-from glassnet.train import TrainConfig, restore_run, train
+from glassnet.train import TrainConfig, train
 
 
 def _run(tmp_path, tiny_arrays, epochs=1, **options):
@@ -34,13 +34,30 @@ def _strict_json(text: str):
 
 def test_a_second_run_on_a_locked_out_dir_names_the_holder(tmp_path, tiny_arrays, capsys):
     out = tmp_path / "run"
-    with lock_directory(out):
-        with pytest.raises(DirectoryLockedError, match=rf"in use by .*pid {os.getpid()}"):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DirectoryLockedError, match=rf"in use by .*pid {holder.pid}"):
             train(TrainConfig(epochs=1), out, data=tiny_arrays, quiet=True)
-        with pytest.raises(SystemExit) as info:
+        with pytest.raises(SystemExit) as info:  # refused before any data is looked for
             main(["train", "--out", str(out), "--epochs", "1"])
         assert info.value.code == 2 and "in use by" in capsys.readouterr().err
-    _run(tmp_path, tiny_arrays)  # released: the next run goes ahead
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    _run(tmp_path, tiny_arrays)  # released with its process: the next run goes ahead
+
+
+HOLD_LOCK = """
+import sys, time
+from glassnet.checkpoint import lock_directory
+with lock_directory(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
 
 
 def test_a_killed_write_leaves_a_temporary_file_that_the_next_save_removes(tmp_path):
@@ -92,12 +109,13 @@ def test_bad_cli_options_exit_2_before_loading_data(tmp_path, argv, capsys):
 
 def test_resume_to_fewer_epochs_is_an_error_that_touches_nothing(tmp_path, tiny_arrays):
     out = _run(tmp_path, tiny_arrays, epochs=2)
+
     def files():  # the lock file records each holder's pid; everything else must stay put
         return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".lock"}
 
     before = files()
-    for epochs in (-1, 2):
-        with pytest.raises(ValueError, match="completed 2 epochs"):
+    for epochs, words in ((-1, "epochs=-1 must be a positive integer"), (2, "completed 2 epochs")):
+        with pytest.raises(ValueError, match=words):
             train(None, out, resume=True, epochs=epochs, data=tiny_arrays, quiet=True)
     assert files() == before
 
@@ -123,11 +141,12 @@ def _resign(path, edit_arrays=None, edit_meta=None):
     [
         (lambda a: a.pop("model.8.weight"), None, r"missing keys \['8.weight'\]"),
         (lambda a: a.update({"model.8.weight": np.zeros((3, 3))}), None, "8.weight"),
-        (None, lambda m: m.pop("rng"), r"rng \(missing\)"),
-        (None, lambda m: m.update(epoch="two"), r"epoch \(str\)"),
-        (None, lambda m: m["config"].update(colour="red"), "unknown training options"),
-        (None, lambda m: m["config"].update(lr=-1), "lr=-1"),
-        (None, lambda m: m.update(rng={"state": 1}), "cannot be resumed"),
+        (None, lambda m: m["run"].pop("rng"), r"rng \(missing\)"),
+        (None, lambda m: m["run"].update(epoch="two"), r"epoch \(str\)"),
+        (None, lambda m: m["run"]["config"].update(colour="red"), "unknown training options"),
+        (None, lambda m: m["run"]["config"].update(lr=-1), "lr=-1"),
+        (None, lambda m: m["run"].update(rng={"state": 1}), "cannot be resumed"),
+        (None, lambda m: m["run"]["options"].update(batch_size=7), "batch_size=64"),
     ],
 )
 def test_a_checkpoint_that_passes_its_hash_but_does_not_fit_is_a_clear_error(
@@ -136,8 +155,8 @@ def test_a_checkpoint_that_passes_its_hash_but_does_not_fit_is_a_clear_error(
     out = _run(tmp_path, tiny_arrays)
     checkpoint = out / "checkpoint.safetensors"
     _resign(checkpoint, edit_arrays, edit_meta)
-    with pytest.raises(CheckpointError, match=words):
-        restore_run(checkpoint)
+    with pytest.raises(ValueError, match=words):  # CheckpointError is a ValueError
+        train(None, out, resume=True, epochs=2, data=tiny_arrays, quiet=True, plots=False)
     with pytest.raises(SystemExit) as info:
         main(["train", "--resume", "--out", str(out), "--epochs", "3"])
     assert info.value.code == 2 and "Traceback" not in capsys.readouterr().err

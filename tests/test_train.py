@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from glassnet.checkpoint import load_checkpoint
-from glassnet.train import NonFiniteLossError, TrainConfig, restore_run, train
+from glassnet.train import TrainConfig, train
+from glassnet.train.callbacks import Callback
 
 FAST = {"dataset": "mnist", "batch_size": 32, "seed": 3}
 
@@ -34,8 +35,9 @@ def test_learns_and_writes_checkpoint_metrics_and_plots(tmp_path, tiny_arrays):
     assert np.array(saved["test_confusion_matrix"]).sum() == 200
     for png in ("curves.png", "confusion.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    run = restore_run(tmp_path / "checkpoint.safetensors")
-    assert run.state.epoch == 3 and run.state.step == 3 * 18  # 576 training images / 32
+    run = weights(tmp_path)[1]["run"]
+    assert run["epoch"] == 3 and run["step"] == 3 * 18  # 576 training images / 32
+    assert (tmp_path / "history.csv").read_text().count("\n") == 4  # a header and 3 epochs
 
 
 def test_resume_continues_exactly(tmp_path, tiny_arrays):
@@ -48,28 +50,30 @@ def test_resume_continues_exactly(tmp_path, tiny_arrays):
     assert straight.keys() == split.keys() and any(k.startswith("optim.") for k in split)
     for name in straight:
         np.testing.assert_array_equal(straight[name], split[name], err_msg=name)
-    assert meta_a["rng"] == meta_b["rng"] and meta_a["step"] == meta_b["step"]
+    assert meta_a["run"]["rng"] == meta_b["run"]["rng"]
+    assert meta_a["run"]["step"] == meta_b["run"]["step"]
 
 
 def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, tiny_arrays):
     quiet = {"data": tiny_arrays, "quiet": True, "plots": False}
     train(TrainConfig(epochs=2, **FAST), tmp_path / "straight", stdout=io.StringIO(), **quiet)
 
-    def press_ctrl_c(step, loss):
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGINT)
+    class PressCtrlC(Callback):
+        def on_train_batch_end(self, batch, logs):
+            if self.trainer.step == 5:
+                os.kill(os.getpid(), signal.SIGINT)
 
     out = io.StringIO()
     metrics = train(
         TrainConfig(epochs=2, **FAST),
         tmp_path / "stopped",
-        on_batch_end=press_ctrl_c,
+        callbacks=[PressCtrlC()],
         stdout=out,
         **quiet,
     )
-    assert metrics["status"] == "interrupted" and "--resume" in out.getvalue()
-    _, meta = weights(tmp_path / "stopped")
-    assert (meta["epoch"], meta["step"], meta["batch_index"]) == (0, 5, 5)
+    assert metrics["status"] == "interrupted"
+    run = weights(tmp_path / "stopped")[1]["run"]
+    assert (run["epoch"], run["step"], run["batch_index"]) == (0, 5, 5)
     train(None, tmp_path / "stopped", resume=True, stdout=io.StringIO(), **quiet)
     straight, _ = weights(tmp_path / "straight")
     resumed, _ = weights(tmp_path / "stopped")
@@ -84,13 +88,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
     x_train, y_train, x_test, y_test = tiny_arrays
     poisoned = x_train.copy()
     poisoned[:] = np.nan
-    with pytest.raises(
-        NonFiniteLossError, match=r"loss became nan at epoch 2.*last good checkpoint"
-    ):
-        train(
-            None, tmp_path, resume=True, epochs=2, data=(poisoned, y_train, x_test, y_test), **quiet
-        )
+    metrics = train(
+        None, tmp_path, resume=True, epochs=2, data=(poisoned, y_train, x_test, y_test), **quiet
+    )
+    assert metrics["status"] == "diverged" and "loss became nan at epoch 2" in metrics["reason"]
     assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
 
 
 def test_progress_bar_on_a_terminal_and_quiet_mode(tiny_arrays):
@@ -100,7 +103,7 @@ def test_progress_bar_on_a_terminal_and_quiet_mode(tiny_arrays):
 
     err, out = Terminal(), io.StringIO()
     train(TrainConfig(epochs=1, **FAST), data=tiny_arrays, stdout=out, stderr=err)
-    assert "Epoch 1/1 [" in err.getvalue() and "img/s" in err.getvalue() and "ETA" in err.getvalue()
+    assert "Epoch 1/1" in err.getvalue() and "img/s" in err.getvalue() and "ETA" in err.getvalue()
     assert "Epoch 1/1: train loss" in out.getvalue() and "val loss" in out.getvalue()
     err, out = Terminal(), io.StringIO()
     train(TrainConfig(epochs=1, **FAST), data=tiny_arrays, stdout=out, stderr=err, quiet=True)

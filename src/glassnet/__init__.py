@@ -7,11 +7,14 @@ from glassnet.gradcheck import GradcheckResult, gradcheck, gradcheck_layer
 from glassnet.inspect import format_trace, summary, trace
 from glassnet.model_file import load_model, save_model
 from glassnet.nn.module import is_grad_enabled, no_grad
+from glassnet.train.loop import evaluate, fit, predict
 
 __version__ = "0.1.0"
 __all__ = [
     "GradcheckResult",
     "__version__",
+    "evaluate",
+    "fit",
     "format_trace",
     "functional",
     "gradcheck",
@@ -21,6 +24,7 @@ __all__ = [
     "nn",
     "no_grad",
     "optim",
+    "predict",
     "save_model",
     "summary",
     "trace",

@@ -125,6 +125,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     return arrays, json.loads(document)
 
 
+_held: set[Path] = set()  # directories this process has locked
+
+
 class DirectoryLockedError(OSError):
     """Another process holds the directory's lock."""
 
@@ -135,8 +138,8 @@ def lock_directory(directory: str | os.PathLike) -> Iterator[None]:
 
     The lock is an ``fcntl.flock`` on ``directory/.lock``, released when the block ends or the
     process dies (so a killed run never leaves a stale lock). The file records the holder's
-    pid, which a second process names in its error. Where ``fcntl`` does not exist (Windows)
-    no lock is taken.
+    pid, which a second process names in its error. Re-entrant within one process. Where
+    ``fcntl`` does not exist (Windows) no lock is taken.
     """
     try:
         import fcntl
@@ -145,6 +148,10 @@ def lock_directory(directory: str | os.PathLike) -> Iterator[None]:
         return
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    key = directory.resolve()
+    if key in _held:  # this process holds it already (the CLI's recipe, then fit): re-enter
+        yield
+        return
     with open(directory / ".lock", "a+") as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -159,7 +166,9 @@ def lock_directory(directory: str | os.PathLike) -> Iterator[None]:
         lock.truncate()
         lock.write(f"pid {os.getpid()}\n")
         lock.flush()
+        _held.add(key)
         try:
             yield
         finally:
+            _held.discard(key)
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)

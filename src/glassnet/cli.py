@@ -56,36 +56,83 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from glassnet.train import NonFiniteLossError, TrainConfig, train
+# glassnet train's options: (flag, TrainConfig field, type, help). Their defaults are
+# TrainConfig's; argparse's are None so that --resume can tell which ones were given.
+TRAIN_OPTIONS = (
+    ("--model", "model", str, "convnet, mlp, or a JSON architecture (e.g. examples/*.json)"),
+    ("--epochs", "epochs", int, "epochs to train (on --resume: train up to this many)"),
+    ("--batch-size", "batch_size", int, "images per step"),
+    ("--lr", "lr", float, "learning rate"),
+    ("--optimizer", "optimizer", str, "adam, adamw, sgd or rmsprop"),
+    ("--schedule", "schedule", str, "learning-rate schedule: none, step or cosine"),
+    ("--augment", "augment", str, "none, shift or shift+flip (flips: not for digits)"),
+    ("--val-fraction", "val_fraction", float, "the last fraction of the training set validates"),
+    ("--dropout", "dropout", float, "dropout probability of the built-in models"),
+    ("--seed", "seed", int, "seeds the initial weights and every random draw of the loop"),
+)
 
-    out = Path(args.out or f"runs/{args.dataset}")
+
+def _train_config(args: argparse.Namespace):
+    """A TrainConfig from the options given; validated before any data is loaded."""
+    from glassnet.train import TrainConfig
+
+    given = {field: getattr(args, field) for _, field, _, _ in TRAIN_OPTIONS}
+    given = {field: value for field, value in given.items() if value is not None}
+    if args.data is not None:
+        given |= {"dataset": None, "data": args.data}
+    elif args.dataset is not None:
+        given["dataset"] = args.dataset
+    return TrainConfig(**given), given
+
+
+def _train(args: argparse.Namespace) -> int:
+    from glassnet.train import train
+    from glassnet.train.recipe import read_run_config
+
+    config, given = _train_config(args)
+    name = Path(config.data).stem if config.data else config.dataset
+    out = Path(args.out or f"runs/{name}")
+    if args.resume:
+        saved = read_run_config(out)
+        differ = [
+            f"--{field.replace('_', '-')} {value} (the run has {getattr(saved, field)})"
+            for field, value in given.items()
+            if field != "epochs" and value != getattr(saved, field)
+        ]
+        if differ:
+            raise ValueError(
+                f"--resume continues {out} as it was; these options differ: " + "; ".join(differ)
+            )
     try:
-        if args.resume:
-            metrics = train(
-                None, out, resume=True, epochs=args.epochs, data_dir=args.data_dir, quiet=args.quiet
-            )
-        else:
-            config = TrainConfig(
-                dataset=args.dataset,
-                epochs=15 if args.epochs is None else args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                optimizer=args.optimizer,
-                schedule=args.schedule,
-                seed=args.seed,
-                val_fraction=args.val_fraction,
-            )
-            metrics = train(config, out, data_dir=args.data_dir, quiet=args.quiet)
-    except NonFiniteLossError as error:
-        print(f"glassnet train: stopped: {error}", file=sys.stderr)
-        return 3
+        metrics = train(
+            None if args.resume else config,
+            out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            epochs=given.get("epochs") if args.resume else None,
+            data_dir=args.data_dir,
+            quiet=args.quiet,
+        )
     except KeyboardInterrupt:  # a second Ctrl-C: leave at once, the last checkpoint stands
         print("\nglassnet train: aborted", file=sys.stderr)
         return 130
-    if metrics["status"] == "interrupted":
+    return _train_status(metrics, out)
+
+
+def _train_status(metrics: dict, out: Path) -> int:
+    status = metrics["status"]
+    if status == "diverged":
+        print(
+            f"glassnet train: the last good checkpoint in {out} was kept; try a smaller --lr",
+            file=sys.stderr,
+        )
+        return 3
+    if status == "interrupted":
+        print(f"Interrupted; saved {out}/checkpoint.safetensors. Continue with --resume.")
         return 130
-    print(f"Wrote {out}/checkpoint.safetensors, metrics.json, curves.png, confusion.png")
+    print(
+        f"Wrote {out}/checkpoint.safetensors, metrics.json, history.csv, curves.png, confusion.png"
+    )
     return 0
 
 
@@ -97,6 +144,13 @@ def _shape(text: str) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,28,28 (C,H,W)")
     return shape
+
+
+def _run_config(opened) -> dict:
+    """The training options a checkpoint records ({} for a plain model file)."""
+    run = opened.metadata.get("run")
+    config = run.get("config") if isinstance(run, dict) else opened.metadata.get("config")
+    return config if isinstance(config, dict) else {}
 
 
 def _open_model(path: str):
@@ -122,7 +176,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from glassnet.train import evaluate
 
     opened = _open_model(args.checkpoint)
-    dataset = args.dataset or opened.metadata.get("config", {}).get("dataset")
+    dataset = args.dataset or _run_config(opened).get("dataset")
     if dataset is None:
         raise ValueError(
             f"{args.checkpoint} does not say which dataset it was trained on: "
@@ -137,7 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     x, y = load(dataset, "test", args.data_dir)
     _check_images(x, opened, args.checkpoint, f"the {dataset} test set")
-    result = evaluate(opened.model, x, y, len(classes))
+    result = evaluate(opened.model, (x, y))
     epoch = opened.metadata.get("epoch")
     trained = f" (epoch {epoch})" if epoch is not None else ""
     print(f"{dataset} test set ({len(y)} images), model from {args.checkpoint}{trained}")
@@ -182,8 +236,7 @@ def _class_names(opened, count: int, path: str) -> list[str]:
     """The names of the model's ``count`` classes, escaped for the terminal."""
     from glassnet.data import DATASETS, printable
 
-    config = opened.metadata.get("config")
-    dataset = config.get("dataset") if isinstance(config, dict) else None
+    dataset = _run_config(opened).get("dataset")
     if opened.classes is not None:
         if len(opened.classes) != count:
             raise ValueError(
@@ -264,6 +317,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_defaults() -> dict[str, object]:
+    """TrainConfig's defaults, read without importing it (and NumPy) for --help."""
+    return {
+        "model": "convnet",
+        "epochs": 15,
+        "batch_size": 128,
+        "lr": 0.001,
+        "optimizer": "adam",
+        "schedule": "none",
+        "augment": "none",
+        "val_fraction": 0.1,
+        "dropout": 0.5,
+        "seed": 0,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glassnet", description="A see-through neural-network library in NumPy."
@@ -288,21 +357,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train the seeds' convnet (the main job)",
-        description="Conv 32 3x3 -> pool -> Conv 64 3x3 -> pool -> Dropout -> Linear 10; "
-        "Adam 1e-3, batch 128. Ctrl-C saves a checkpoint; --resume continues from it.",
+        help="train the seeds' convnet, or any model on any data (the main job)",
+        description="Default: the seeds' convnet (Conv 32 3x3 -> pool -> Conv 64 3x3 -> pool -> "
+        "Dropout -> Linear 10), Adam 1e-3, batch 128, 15 epochs. Ctrl-C saves a checkpoint; "
+        "--resume continues from it.",
     )
-    train.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    train.add_argument("--data-dir", help="look here first for the dataset's IDX files")
-    train.add_argument("--epochs", type=int, help="default 15 (on --resume: the checkpoint's)")
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
-    train.add_argument("--schedule", choices=["none", "step", "cosine"], default="none")
-    train.add_argument("--val-fraction", type=float, default=0.1)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", help="output directory (default runs/DATASET)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset", choices=["mnist", "fashion-mnist"], help="a built-in dataset (default: mnist)"
+    )
+    source.add_argument(
+        "--data", help="an image folder with train/ and test/, a .npz, or a folder of IDX files"
+    )
+    train.add_argument("--data-dir", help="look here first for a built-in dataset's IDX files")
+    defaults = _train_defaults()
+    for flag, field, kind, text in TRAIN_OPTIONS:
+        train.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            metavar=field.upper(),
+            help=f"{text} (default: {defaults[field]})",
+        )
+    train.add_argument("--out", help="the run's directory (default: runs/DATASET)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--overwrite", action="store_true", help="start a new run in an --out that holds one"
+    )
     train.add_argument("--quiet", action="store_true", help="only the per-epoch summary lines")
     train.set_defaults(run=_train)
 

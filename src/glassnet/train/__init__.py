@@ -1,27 +1,18 @@
-"""Training: the loop, its callbacks, and the recipe ``glassnet train`` runs."""
+"""Training: ``fit`` (the loop), its callbacks, and the recipe ``glassnet train`` runs."""
 
-from glassnet.train.recipe import (
-    CHECKPOINT,
-    NonFiniteLossError,
-    Run,
-    TrainConfig,
-    TrainState,
-    build_run,
-    evaluate,
-    restore_run,
-    save_run,
-    train,
-)
+from glassnet.train.loop import CHECKPOINT, History, Trainer, evaluate, fit, predict
+from glassnet.train.recipe import TrainConfig, build_model, open_run_data, read_run_config, train
 
 __all__ = [
     "CHECKPOINT",
-    "NonFiniteLossError",
-    "Run",
+    "History",
     "TrainConfig",
-    "TrainState",
-    "build_run",
+    "Trainer",
+    "build_model",
     "evaluate",
-    "restore_run",
-    "save_run",
+    "fit",
+    "open_run_data",
+    "predict",
+    "read_run_config",
     "train",
 ]

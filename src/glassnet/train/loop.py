@@ -1,0 +1,542 @@
+"""``glassnet.fit``: one training loop for any model and any data; behaviour lives in callbacks.
+
+The loop only moves data and calls hooks (Keras's ``on_epoch_begin``, ``on_train_batch_end``,
+...). Printing, files, early stopping and schedules are callbacks (:mod:`.callbacks`,
+:mod:`.progress`). The step (forward, loss, backward, optimizer) is :meth:`Trainer.train_step`,
+with :meth:`Trainer.reduce_gradients` between backward and the update: the one place a
+data-parallel trainer changes.
+
+Exactness: every random draw of the loop (shuffles, augmentation) comes from one
+``numpy.random.Generator``. A checkpoint (:meth:`Trainer.save_checkpoint`) holds the weights,
+the optimizer state, the architecture, the state of that Generator and of every Generator a
+module holds (Dropout's), the callbacks' states and, mid-epoch, the epoch's sample order and
+position, so a resumed run takes exactly the steps an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glassnet.checkpoint import CheckpointError, load_checkpoint, lock_directory, save_checkpoint
+from glassnet.data.dataset import Dataset, as_dataset, split_last
+from glassnet.functional import cross_entropy
+from glassnet.model_file import model_metadata
+from glassnet.nn import CrossEntropyLoss, Module, no_grad
+from glassnet.nn.module import StateDictError, backward_of
+from glassnet.optim import Adam, Optimizer
+
+CHECKPOINT = "checkpoint.safetensors"
+# What a checkpoint's "run" entry holds, and the JSON type of each part.
+_RUN_KEYS = {
+    "options": dict,
+    "epoch": int,
+    "step": int,
+    "batch_index": int,
+    "running": dict,
+    "history": list,
+    "optimizer": dict,
+    "rng": dict,
+    "module_rngs": dict,
+    "callbacks": dict,
+}
+
+
+@dataclass
+class History:
+    """What :func:`fit` returns: one record per epoch, and how the run ended."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "completed"  # "completed", "stopped", "interrupted", "diverged" or "failed"
+    reason: str = ""
+
+    def __getitem__(self, key: str) -> list[Any]:
+        """Every epoch's value of ``key``, as Keras's ``history.history[key]``."""
+        return [record[key] for record in self.history]
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a flag checked between batches (a second one aborts)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.previous = None
+
+    def __enter__(self) -> _InterruptFlag:
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _is_classification(out: np.ndarray, target: np.ndarray) -> bool:
+    return target.dtype.kind in "iu" and out.ndim >= 2 and out.shape[0] == target.shape[0]
+
+
+def _correct(out: np.ndarray, target: np.ndarray) -> int:
+    return int((out.argmax(axis=1) == target).sum())
+
+
+def _loss_sum(loss_fn: Any, out: np.ndarray, target: np.ndarray) -> float:
+    """The batch's loss times its size, without keeping a gradient where that can be avoided."""
+    if type(loss_fn) is CrossEntropyLoss:
+        value = cross_entropy(
+            out,
+            target,
+            weight=loss_fn.weight,
+            ignore_index=loss_fn.ignore_index,
+            reduction=loss_fn.reduction,
+            label_smoothing=loss_fn.label_smoothing,
+        )
+    else:
+        value = loss_fn(out, target)
+    value = np.asarray(value, dtype=np.float64)
+    return float(
+        value.sum() if getattr(loss_fn, "reduction", "mean") != "mean" else value * len(out)
+    )
+
+
+class Trainer:
+    """The state of one :func:`fit` run and the loop that advances it."""
+
+    is_main_process = True  # a data-parallel trainer sets it False on every rank but 0
+
+    def __init__(
+        self,
+        model: Module,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        loss_fn: Any,
+        optimizer: Optimizer,
+        *,
+        epochs: int,
+        batch_size: int,
+        shuffle: bool,
+        rng: np.random.Generator,
+        callbacks: Sequence[Any],
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
+        options: dict[str, Any],
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.train_set, self.val_set = train_set, val_set
+        self.epochs, self.batch_size, self.shuffle = epochs, batch_size, shuffle
+        self.rng, self.augment, self.options, self.config = rng, augment, options, config
+        self.callbacks = list(callbacks)
+        self.num_batches = math.ceil(len(train_set) / batch_size)
+        self.has_validation = val_set is not None and len(val_set) > 0
+        self.epoch = self.step = self.batch_index = 0
+        self.order: np.ndarray | None = None  # this epoch's sample order, while it runs
+        self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "classified": 0}
+        self.history: list[dict[str, Any]] = []
+        self.stop_training, self.status, self.reason = False, "completed", ""
+
+    # --- what callbacks call -------------------------------------------------------------
+
+    def stop(self, status: str, reason: str = "") -> None:
+        """End the run after the current batch, reporting ``status`` (e.g. "diverged")."""
+        self.stop_training, self.status, self.reason = True, status, reason
+
+    def weights_finite(self) -> bool:
+        return all(np.isfinite(p.data).all() for p in self.model.parameters())
+
+    # --- the step --------------------------------------------------------------------------
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int | None]:
+        """Forward, loss, backward, gradient reduction, update: ``(loss, correct or None)``."""
+        self.model.zero_grad()
+        out = self.model(x)
+        # counted before the loss, which may write its gradient into the logits (inplace)
+        correct = _correct(out, y) if _is_classification(out, y) else None
+        loss = float(self.loss_fn(out, y))
+        backward_of(self.model, self.loss_fn.backward(), need_input_grad=False)
+        self.reduce_gradients()
+        self.optimizer.step()
+        return loss, correct
+
+    def reduce_gradients(self) -> None:
+        """Between backward and the update; a data-parallel trainer averages gradients here."""
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+    def run(self) -> History:
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+        self._call("on_train_begin", {})
+        try:
+            with _InterruptFlag() as interrupt:
+                while self.epoch < self.epochs and not self.stop_training:
+                    self._run_epoch(interrupt)
+                    if interrupt.raised and not self.stop_training:
+                        self.stop("interrupted", "Ctrl-C")
+        except BaseException as error:  # the callbacks still close the run (bar, metrics)
+            self.stop("failed", f"{type(error).__name__}: {error}")
+            self._call("on_train_end", {"status": self.status, "reason": self.reason})
+            raise
+        self._call("on_train_end", {"status": self.status, "reason": self.reason})
+        return History(self.history, self.status, self.reason)
+
+    def _run_epoch(self, interrupt: _InterruptFlag) -> None:
+        if self.order is None:  # a fresh epoch (else: resumed mid-epoch)
+            n = len(self.train_set)
+            self.order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+            self.batch_index = 0
+            self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "classified": 0}
+        self._call("on_epoch_begin", self.epoch, {})
+        self.model.train()
+        started = time.perf_counter()
+        while self.batch_index < self.num_batches:
+            self._run_batch()
+            if self.stop_training or interrupt.raised:
+                return  # mid-epoch: order and position stay for a checkpoint
+        record = self._epoch_record(time.perf_counter() - started)
+        self.history.append(record)
+        self.epoch += 1
+        self.order = None
+        self._call("on_epoch_end", self.epoch - 1, record)
+
+    def _run_batch(self) -> None:
+        start = self.batch_index * self.batch_size
+        x, y = self.train_set[self.order[start : start + self.batch_size]]
+        if self.augment is not None:
+            x = self.augment(x, self.rng)
+        self._call("on_train_batch_begin", self.batch_index, {})
+        loss, correct = self.train_step(x, y)
+        self.step += 1
+        self.batch_index += 1
+        running = self.running
+        running["loss_sum"] += loss * len(x)
+        running["seen"] += len(x)
+        if correct is not None:
+            running["correct"] += correct
+            running["classified"] += len(x)
+        self._call("on_train_batch_end", self.batch_index - 1, self._batch_logs(loss, len(x)))
+
+    def _batch_logs(self, loss: float, size: int) -> dict[str, Any]:
+        running = self.running
+        accuracy = running["correct"] / running["classified"] if running["classified"] else None
+        return {
+            "loss": loss,
+            "size": size,
+            "loss_mean": running["loss_sum"] / running["seen"],
+            "accuracy_mean": accuracy,
+            "seen": running["seen"],
+        }
+
+    def _epoch_record(self, seconds: float) -> dict[str, Any]:
+        running = self.running
+        val = (
+            evaluate(self.model, self.val_set, loss_fn=self.loss_fn) if self.has_validation else {}
+        )
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": running["loss_sum"] / max(running["seen"], 1),
+            "train_accuracy": (
+                running["correct"] / running["classified"] if running["classified"] else None
+            ),
+            "val_loss": val.get("loss"),
+            "val_accuracy": val.get("accuracy"),
+            "lr": self.optimizer.lr,
+            "epoch_seconds": seconds,  # the training steps (resumed mid-epoch: this process's)
+        }
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def _module_generators(self) -> dict[str, np.random.Generator]:
+        return {
+            path: module.rng
+            for path, module in self.model.named_modules()
+            if isinstance(getattr(module, "rng", None), np.random.Generator)
+        }
+
+    def _callback_keys(self) -> list[str]:
+        return [f"{i}.{type(callback).__name__}" for i, callback in enumerate(self.callbacks)]
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write everything a resumed run needs to ``path``, atomically."""
+        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim_state = self.optimizer.state_dict()
+        arrays |= {f"optim.{k}": v for k, v in optim_state.items() if isinstance(v, np.ndarray)}
+        if self.order is not None:
+            arrays["epoch_order"] = self.order
+        sample_shape = getattr(self.train_set, "sample_shape", None)
+        classes = getattr(self.train_set, "classes", None)
+        metadata = model_metadata(self.model, sample_shape, classes) | {
+            "run": {
+                "config": self.config,
+                "options": self.options,
+                "epoch": self.epoch,
+                "step": self.step,
+                "batch_index": self.batch_index,
+                "running": self.running,
+                "history": self.history,
+                "optimizer": {"lr": self.optimizer.lr, "step": self.optimizer.step_count},
+                "rng": self.rng.bit_generator.state,
+                "module_rngs": {
+                    p: g.bit_generator.state for p, g in self._module_generators().items()
+                },
+                "callbacks": {
+                    key: callback.state_dict()
+                    for key, callback in zip(self._callback_keys(), self.callbacks, strict=True)
+                },
+            }
+        }
+        save_checkpoint(path, arrays, metadata)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue the run saved in ``path`` (see :meth:`save_checkpoint`)."""
+        arrays, metadata = load_checkpoint(path)
+        run = metadata.get("run")
+        if not isinstance(run, dict):
+            raise CheckpointError(f"{path} is not a checkpoint of a glassnet.fit run")
+        problems = [
+            f"{key} ({'missing' if key not in run else type(run[key]).__name__})"
+            for key, kind in _RUN_KEYS.items()
+            if not isinstance(run.get(key), kind) or isinstance(run.get(key), bool)
+        ]
+        if problems:
+            raise CheckpointError(f"{path} cannot be resumed: bad or missing {', '.join(problems)}")
+        self._check_options(run["options"], path)
+        try:
+            self._restore(arrays, run)
+        except (KeyError, TypeError, ValueError, StateDictError) as error:
+            raise CheckpointError(f"{path} cannot be resumed: {error}") from None
+        if self.epochs <= self.epoch:
+            raise ValueError(
+                f"epochs={self.epochs}: the run has completed {self.epoch} epochs; pass a "
+                "larger number to train it further"
+            )
+
+    def _check_options(self, saved: Any, path: str | Path) -> None:
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: its run options are missing")
+        differ = [
+            f"{key}={self.options.get(key)!r} (the run used {value!r})"
+            for key, value in saved.items()
+            if key != "epochs" and self.options.get(key) != value
+        ]
+        if differ:
+            raise ValueError(
+                f"resuming {path} with other options than its run: {'; '.join(differ)}"
+            )
+
+    def _restore(self, arrays: dict[str, np.ndarray], run: dict[str, Any]) -> None:
+        self.model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
+        )
+        optim = {k.removeprefix("optim."): v for k, v in arrays.items() if k.startswith("optim.")}
+        self.optimizer.load_state_dict(optim | run["optimizer"])
+        self.rng.bit_generator.state = run["rng"]
+        generators = self._module_generators()
+        for path, state in run["module_rngs"].items():
+            if path in generators:
+                generators[path].bit_generator.state = state
+        saved = run["callbacks"]
+        for key, callback in zip(self._callback_keys(), self.callbacks, strict=True):
+            if key in saved:
+                callback.load_state_dict(saved[key])
+        self.epoch, self.step = int(run["epoch"]), int(run["step"])
+        self.batch_index, self.running = int(run["batch_index"]), dict(run["running"])
+        self.history = list(run["history"])
+        order = arrays.get("epoch_order")
+        if order is not None and (order.ndim != 1 or len(order) != len(self.train_set)):
+            raise ValueError(
+                f"its epoch order has shape {order.shape}, the data {len(self.train_set)}"
+            )
+        self.order = order
+
+
+def fit(
+    model: Module,
+    train_data: Any,
+    *,
+    loss_fn: Any = None,
+    optimizer: Optimizer | None = None,
+    epochs: int = 1,
+    batch_size: int = 128,
+    val_data: Any = None,
+    val_fraction: float = 0.0,
+    shuffle: bool = True,
+    seed: int = 0,
+    callbacks: Iterable[Any] = (),
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    config: dict[str, Any] | None = None,
+    verbose: int = 1,
+) -> History:
+    """Train ``model`` on ``train_data``; returns the :class:`History`, as Keras's ``fit``.
+
+    Args:
+        train_data, val_data: ``(x, y)`` arrays or a glassnet.data dataset.
+        loss_fn: default ``CrossEntropyLoss(reuse_gradient=True)`` (the loop keeps no
+            gradient, so each step's may go into the last one's buffer); any loss with
+            ``loss_fn(out, y)`` and ``backward()`` (``MSELoss()`` for regression: no accuracy).
+        optimizer: default ``Adam(model.parameters(), lr=1e-3)``.
+        val_fraction: the last fraction of ``train_data`` validates instead (Keras's split).
+        seed: seeds the Generator of every random draw the loop makes (order, augmentation).
+        callbacks: see :mod:`glassnet.train.callbacks`; ``verbose=1`` adds a ProgressBar.
+        out_dir: a run directory: locked while fit runs, a resumable checkpoint after every
+            epoch (and on Ctrl-C), metrics.json and history.csv. ``resume=True`` continues the
+            run it holds; without it a directory holding a run is refused unless ``overwrite``.
+        augment: ``augment(x, rng) -> x`` applied to each training batch (see glassnet.data).
+        config: a JSON-able description of the run (hyperparameters), kept in its checkpoints
+            and metrics.json.
+    """
+    _check_fit_arguments(model, epochs, batch_size, verbose)
+    train_set = as_dataset(train_data, "train_data")
+    if val_data is not None and val_fraction:
+        raise ValueError("give val_data or val_fraction, not both")
+    val_set = None if val_data is None else as_dataset(val_data, "val_data")
+    if val_fraction:
+        train_set, val_set = split_last(train_set, val_fraction)
+    if len(train_set) == 0:
+        raise ValueError("train_data holds no samples")
+    options = {
+        "batch_size": batch_size,
+        "shuffle": bool(shuffle),
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "train_size": len(train_set),
+    }
+    callbacks = list(callbacks)
+    out_dir = None if out_dir is None else Path(out_dir)
+    with nullcontext() if out_dir is None else lock_directory(out_dir):
+        callbacks += _default_callbacks(callbacks, out_dir, verbose, config)
+        trainer = Trainer(
+            model,
+            train_set,
+            val_set,
+            CrossEntropyLoss(reuse_gradient=True) if loss_fn is None else loss_fn,
+            Adam(model.parameters(), lr=1e-3) if optimizer is None else optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            rng=np.random.default_rng(seed),
+            callbacks=callbacks,
+            augment=augment,
+            options=options,
+            config=config,
+        )
+        _start_or_resume(trainer, out_dir, resume, overwrite)
+        return trainer.run()
+
+
+def _check_fit_arguments(model: Any, epochs: Any, batch_size: Any, verbose: Any) -> None:
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a glassnet Module, got {type(model).__name__}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+    if verbose not in (0, 1):
+        raise ValueError(f"verbose={verbose!r} must be 0 (silent) or 1 (progress bar)")
+
+
+def _default_callbacks(
+    given: list[Any], out_dir: Path | None, verbose: int, config: dict[str, Any] | None
+) -> list[Any]:
+    """A progress bar (verbose=1) and, with an out_dir, checkpoints and metric files."""
+    from glassnet.train.callbacks import CSVLogger, JSONLogger, ModelCheckpoint
+    from glassnet.train.progress import ProgressBar
+
+    def has(kind):
+        return any(isinstance(callback, kind) for callback in given)
+
+    extra: list[Any] = []
+    if verbose and not has(ProgressBar):
+        extra.append(ProgressBar())
+    if out_dir is not None:
+        if not any(isinstance(c, ModelCheckpoint) and c.save == "last" for c in given):
+            extra.append(ModelCheckpoint(out_dir, save="last"))
+        if not has(JSONLogger):
+            extra.append(JSONLogger(out_dir / "metrics.json", extra={"config": config}))
+        if not has(CSVLogger):
+            extra.append(CSVLogger(out_dir / "history.csv", append=True))
+    return extra
+
+
+def _start_or_resume(trainer: Trainer, out_dir: Path | None, resume: bool, overwrite: bool) -> None:
+    checkpoint = None if out_dir is None else out_dir / CHECKPOINT
+    if resume:
+        if checkpoint is None or not checkpoint.exists():
+            raise FileNotFoundError(
+                f"nothing to resume: {checkpoint or 'no out_dir'} does not exist"
+            )
+        trainer.load_checkpoint(checkpoint)
+    elif checkpoint is not None and checkpoint.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} holds a run already: resume it (resume=True, glassnet train --resume) "
+            "or start over (overwrite=True, --overwrite)"
+        )
+    elif checkpoint is not None and overwrite:
+        for name in (CHECKPOINT, "metrics.json", "history.csv"):
+            (out_dir / name).unlink(missing_ok=True)
+
+
+def evaluate(
+    model: Module, data: Any, *, loss_fn: Any = None, batch_size: int = 1000
+) -> dict[str, Any]:
+    """Loss (and for classification accuracy, per-class accuracy, confusion matrix) in eval
+    mode under ``no_grad``; rows of the confusion matrix are true classes, columns predicted."""
+    dataset = as_dataset(data, "data")
+    loss_fn = CrossEntropyLoss() if loss_fn is None else loss_fn
+    was_training = model.training
+    model.eval()
+    total, confusion = 0.0, None
+    try:
+        with no_grad():
+            for start in range(0, len(dataset), batch_size):
+                x, y = dataset[np.arange(start, min(start + batch_size, len(dataset)))]
+                out = model(x)
+                if _is_classification(out, y):
+                    if confusion is None:
+                        confusion = np.zeros((out.shape[1], out.shape[1]), dtype=np.int64)
+                    np.add.at(confusion, (y, out.argmax(axis=1)), 1)
+                total += _loss_sum(loss_fn, out, y)
+    finally:
+        model.train(was_training)
+    n = max(len(dataset), 1)
+    result: dict[str, Any] = {"loss": total / n}
+    if confusion is not None:
+        per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+        result |= {
+            "accuracy": float(confusion.trace() / n),
+            "per_class_accuracy": per_class.tolist(),
+            "confusion_matrix": confusion.tolist(),
+        }
+    return result
+
+
+def predict(model: Module, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
+    """The model's outputs for ``x`` (N, ...) in eval mode under ``no_grad``, in batches."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outputs) if outputs else np.zeros((0,))

@@ -1,0 +1,251 @@
+"""glassnet.fit: PyTorch's steps exactly, any model and data, exact resume, kill -9 safety."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import glassnet
+from glassnet.nn import (
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MSELoss,
+    ReLU,
+    Sequential,
+)
+from glassnet.optim import SGD
+from glassnet.train import History, evaluate, fit, predict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bn_model(seed=0, dropout=0.0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        Conv2d(1, 4, 3, padding=1, rng=rng, dtype=dtype),
+        BatchNorm2d(4),
+        ReLU(),
+        Dropout(dropout, rng=rng),
+        Flatten(),
+        Linear(4 * 6 * 6, 3, rng=rng, dtype=dtype),
+    ).to(dtype)
+
+
+def toy_data(n=64, seed=1, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    x = rng.standard_normal((n, 1, 6, 6)).astype(dtype)
+    x[np.arange(n), 0, y, y] += 3.0  # learnable: the class is where the bright pixel is
+    return x, y
+
+
+def test_fit_takes_exactly_the_steps_of_a_handwritten_pytorch_loop():
+    torch = pytest.importorskip("torch")
+    model = bn_model()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.0),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 3),
+    ).double()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    x, y = toy_data()
+
+    history = fit(
+        model,
+        (x, y),
+        optimizer=SGD(model.parameters(), lr=0.05, momentum=0.9),
+        epochs=3,
+        batch_size=16,
+        shuffle=False,
+        verbose=0,
+    )
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    expected = []
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, len(x), 16):
+            xb, yb = (
+                torch.from_numpy(x[start : start + 16]),
+                torch.from_numpy(y[start : start + 16]),
+            )
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(xb), yb)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(xb)
+        expected.append(total / len(x))
+    np.testing.assert_allclose(history["train_loss"], expected, rtol=1e-6)
+    for key, value in net.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[key], value.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_regression_with_mse_reports_no_accuracy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3))
+    y = x @ np.array([[1.0], [-2.0], [0.5]])
+    model = Sequential(Linear(3, 1, rng=rng)).to(np.float64)
+    history = fit(
+        model,
+        (x, y),
+        loss_fn=MSELoss(),
+        epochs=30,
+        batch_size=8,
+        val_fraction=0.25,
+        optimizer=SGD(model.parameters(), lr=0.05),
+        verbose=0,
+    )
+    assert history.history[-1]["train_accuracy"] is None
+    assert history.history[-1]["val_accuracy"] is None
+    assert history["train_loss"][-1] < 0.01 * history["train_loss"][0]
+    assert evaluate(model, (x, y), loss_fn=MSELoss())["loss"] < 0.05
+    assert predict(model, x).shape == (40, 1)
+
+
+def test_classification_history_and_evaluate():
+    x, y = toy_data(96)
+    model = bn_model(dtype=np.float32)
+    history = fit(
+        model, (x.astype(np.float32), y), epochs=4, batch_size=16, val_fraction=0.25, verbose=0
+    )
+    assert isinstance(history, History) and history.status == "completed"
+    assert [r["epoch"] for r in history.history] == [1, 2, 3, 4]
+    assert set(history.history[0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "epoch_seconds",
+    }
+    assert history["val_accuracy"][-1] > 0.6  # chance is 1/3
+    result = evaluate(model, (x.astype(np.float32), y))
+    assert np.array(result["confusion_matrix"]).sum() == 96 and 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"epochs": 0}, "epochs=0"),
+        ({"batch_size": -1}, "batch_size=-1"),
+        ({"val_data": "x", "val_fraction": 0.1}, "not both"),
+        ({"verbose": 2}, "verbose=2"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, words):
+    with pytest.raises((ValueError, TypeError), match=words):
+        fit(bn_model(), toy_data(), **kwargs)
+
+
+def test_bad_data_is_named():
+    with pytest.raises(TypeError, match="train_data must be an"):
+        fit(bn_model(), [1, 2, 3])
+    with pytest.raises(ValueError, match="x has 64 samples but y has 3"):
+        fit(bn_model(), (toy_data()[0], np.zeros(3)))
+
+
+def _final_state(out_dir=None, epochs=3, **kwargs):
+    model = bn_model(dropout=0.3)  # dropout draws from a Generator the checkpoint must hold
+    fit(
+        model,
+        toy_data(),
+        epochs=epochs,
+        batch_size=16,
+        val_fraction=0.25,
+        out_dir=out_dir,
+        verbose=0,
+        **kwargs,
+    )
+    return model
+
+
+def test_resume_is_bit_exact_for_batchnorm_and_dropout(tmp_path):
+    straight = _final_state().state_dict()
+    _final_state(tmp_path / "run", epochs=1)
+    resumed = _final_state(tmp_path / "run", epochs=3, resume=True).state_dict()
+    for key, value in straight.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3]
+
+
+def test_an_out_dir_that_holds_a_run_is_refused_without_resume_or_overwrite(tmp_path):
+    _final_state(tmp_path / "run", epochs=1)
+    with pytest.raises(FileExistsError, match="holds a run already"):
+        _final_state(tmp_path / "run", epochs=1)
+    _final_state(tmp_path / "run", epochs=1, overwrite=True)
+    with pytest.raises(ValueError, match="batch_size=32 \\(the run used 16\\)"):
+        fit(
+            bn_model(dropout=0.3),
+            toy_data(),
+            epochs=2,
+            batch_size=32,
+            val_fraction=0.25,
+            out_dir=tmp_path / "run",
+            resume=True,
+            verbose=0,
+        )
+
+
+KILLER = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_fit import bn_model, toy_data
+import glassnet
+from glassnet.train import fit
+from glassnet.train.callbacks import Callback
+
+class Kill(Callback):
+    def on_train_batch_end(self, batch, logs):
+        if self.trainer.epoch == 1 and batch == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+if {during_write}:  # die in the second checkpoint write: its temporary file is complete
+    import glassnet.checkpoint as checkpoint
+    real_replace, writes = os.replace, []
+    def replace(source, target):
+        if str(target).endswith("checkpoint.safetensors"):
+            writes.append(target)
+            if len(writes) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(source, target)
+    checkpoint.os.replace = replace
+
+model = bn_model(dropout=0.3)
+fit(model, toy_data(), epochs=3, batch_size=16, val_fraction=0.25, out_dir=sys.argv[1],
+    verbose=0, callbacks=[] if {during_write} else [Kill()])
+"""
+
+
+@pytest.mark.parametrize("during_write", [False, True], ids=["mid-epoch", "mid-checkpoint-write"])
+def test_kill_9_then_resume_gives_bit_identical_weights(tmp_path, during_write):
+    out = tmp_path / "run"
+    script = KILLER.format(tests=str(REPO / "tests"), during_write=during_write)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(out)], cwd=REPO)
+    assert done.returncode == -signal.SIGKILL
+    assert (out / "checkpoint.safetensors").exists()  # epoch 1's checkpoint survived
+    if during_write:
+        assert [p for p in out.iterdir() if p.name.endswith(".tmp")], "the kill left no temp file"
+    resumed = _final_state(out, epochs=3, resume=True).state_dict()
+    straight = _final_state().state_dict()
+    for key, value in straight.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
+    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_fit_is_exported_at_the_top_level():
+    assert glassnet.fit is fit and glassnet.evaluate is evaluate and glassnet.predict is predict
