@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from glassnet.data import write_idx
+
 # Two shared cores: a property test's wall time says nothing about the code under test.
 settings.register_profile("glassnet", deadline=None)
 settings.load_profile("glassnet")
-
-from glassnet.data import write_idx
 
 
 def make_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

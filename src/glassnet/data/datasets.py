@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from glassnet.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from glassnet.data.text import printable
 
 SPLITS = ("train", "test")
 
@@ -128,7 +129,7 @@ def search_dirs(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) ->
     return dirs
 
 
-def _existing(directory: Path, filename: str) -> Path | None:
+def existing_file(directory: Path, filename: str) -> Path | None:
     """``filename`` or its uncompressed twin (without ``.gz``) in ``directory``."""
     for candidate in (directory / filename, directory / filename.removesuffix(".gz")):
         if candidate.is_file():
@@ -198,7 +199,7 @@ def locate(
         )
     dirs = search_dirs(spec, data_dir)
     for directory in dirs:
-        found = [_existing(directory, name) for name in names]
+        found = [existing_file(directory, name) for name in names]
         if all(found):
             return found[0], found[1]
     searched = "\n  ".join(map(str, dirs))
@@ -212,7 +213,7 @@ def locate(
     target = dirs[0]  # data_dir, else $GLASSNET_DATA/<name>, else the user cache
     paths = []
     for name in names:
-        existing = _existing(target, name)
+        existing = existing_file(target, name)
         if existing is not None:
             paths.append(existing)
             continue
@@ -235,14 +236,21 @@ def load(
     """Images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64 of one split."""
     spec = DATASETS[spec] if isinstance(spec, str) else spec
     images_path, labels_path = locate(spec, split, data_dir, download)
+    x, y = read_split(images_path, labels_path)
+    if y.size and y.max() >= len(spec.classes):
+        raise ValueError(f"{labels_path}: label {y.max()} >= {len(spec.classes)} classes")
+    return x, y
+
+
+def read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An IDX images/labels pair: (N, 1, H, W) float32 ``uint8 / 255`` and (N,) int64."""
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):
         raise ValueError(
-            f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels"
+            f"{printable(images_path)} holds {len(images)} images but "
+            f"{printable(labels_path)} {len(labels)} labels"
         )
-    if labels.size and labels.max() >= len(spec.classes):
-        raise ValueError(f"{labels_path}: label {labels.max()} >= {len(spec.classes)} classes")
     x = (images[:, None, :, :] / np.float32(255)).astype(np.float32)
     return x, labels.astype(np.int64)
 

@@ -35,7 +35,7 @@ _SIGNATURES = {
 }
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # What Pillow raises on a bad header or a broken pixel stream.
-_DECODE_ERRORS = (
+DECODE_ERRORS = (
     OSError,
     SyntaxError,
     EOFError,
@@ -115,13 +115,13 @@ def read_image(
     # size check to us: the limit is this call's, not PIL's process-wide MAX_IMAGE_PIXELS.
     try:
         image = plugins[kind](path)
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise ValueError(f"{name}: corrupt {kind} image ({printable(str(error))})") from None
     with image:
         _check_size(image.size, max_pixels, name, kind)
         try:
             pixels = _to_array(image, channels, (width, height), invert)
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             reason = printable(str(error))
             raise ValueError(f"{name}: truncated or corrupt {kind} image ({reason})") from None
     pixels = pixels.transpose(2, 0, 1)[None]
