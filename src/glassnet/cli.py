@@ -8,11 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+# NumPy (and Numba behind glassnet's modules) is imported inside the commands, so that
+# `glassnet --help` and argument errors answer at once.
 
 
-def _vector(text: str) -> np.ndarray:
+def _vector(text: str) -> Any:
+    import numpy as np
+
     try:
         return np.array([float(v) for v in text.split(",")])
     except ValueError:
@@ -21,14 +25,16 @@ def _vector(text: str) -> np.ndarray:
         ) from None
 
 
-def _matrix(text: str) -> np.ndarray:
+def _matrix(text: str) -> Any:
+    import numpy as np
+
     rows = [_vector(row) for row in text.split(";")]
     if len({len(r) for r in rows}) != 1:
         raise argparse.ArgumentTypeError(f"{text!r}: every ';'-separated row needs as many numbers")
     return np.stack(rows)
 
 
-def _target(text: str) -> np.ndarray | int:
+def _target(text: str) -> Any:
     return int(text) if "," not in text and text.strip().lstrip("-").isdigit() else _vector(text)
 
 
@@ -103,6 +109,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--resume continues {out} as it was; these options differ: " + "; ".join(differ)
             )
+    _prepare_process()
     try:
         metrics = train(
             None if args.resume else config,
@@ -117,6 +124,20 @@ def _train(args: argparse.Namespace) -> int:
         print("\nglassnet train: aborted", file=sys.stderr)
         return 130
     return _train_status(metrics, out)
+
+
+def _prepare_process() -> None:
+    """What the training command does to its own process (a library's fit() never does)."""
+    from glassnet import kernels
+    from glassnet.memory import keep_freed_memory
+
+    keep_freed_memory()  # reuse freed activation-sized blocks: see glassnet.memory
+    if kernels.enabled() and not kernels.cache_is_warm():
+        print(
+            "Compiling glassnet's kernels for this machine (once; later runs load them)...",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _train_status(metrics: dict, out: Path) -> int:
@@ -172,6 +193,8 @@ def _input_shape(opened, given: tuple[int, ...] | None, path: str) -> tuple[int,
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from glassnet.data import DATASETS, load
     from glassnet.train import evaluate
 
@@ -209,7 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_images(x: np.ndarray, opened, path: str, source: str) -> None:
+def _check_images(x: Any, opened, path: str, source: str) -> None:
     if opened.input_shape is not None and tuple(x.shape[1:]) != opened.input_shape:
         raise ValueError(
             f"{source} holds images of shape {tuple(x.shape[1:])}, but {path} expects "
@@ -270,7 +293,9 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_guesses(name: str, probs: np.ndarray, classes: list[str], top: int, limit: int) -> None:
+def _print_guesses(name: str, probs: Any, classes: list[str], top: int, limit: int) -> None:
+    import numpy as np
+
     """A line per image, at most ``limit``: the best class, then the ``top`` most probable."""
     for i, row in enumerate(probs[:limit]):
         best = np.argsort(row)[::-1][: min(top, len(row))]
@@ -283,6 +308,8 @@ def _print_guesses(name: str, probs: np.ndarray, classes: list[str], top: int, l
 
 def _model_and_shape(args: argparse.Namespace):
     """The model a summary or trace looks at: a file's, or the seeds' convnet."""
+    import numpy as np
+
     from glassnet.nn import convnet
 
     if args.model is None:
@@ -334,9 +361,12 @@ def _train_defaults() -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from glassnet import __version__
+
     parser = argparse.ArgumentParser(
         prog="glassnet", description="A see-through neural-network library in NumPy."
     )
+    parser.add_argument("--version", action="version", version=f"glassnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     explain = commands.add_parser(
@@ -439,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # glassnet ... | head: the reader left; leave quietly too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 0
     except (ValueError, OSError, ImportError) as error:  # bad input, broken files, no extra
         from glassnet.data.text import printable  # paths in messages come from users
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 try:
     import numba
@@ -46,6 +47,20 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _switched_on = saved
+
+
+def cache_is_warm() -> bool:
+    """Whether compiled kernels are cached on disk (a heuristic: the convolution's index file).
+
+    Numba keeps its cache beside the source (``kernels/__pycache__``) or, when that is not
+    writable or ``NUMBA_CACHE_DIR`` is set, in a cache directory; either is looked at.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):  # then Numba uses that directory only
+        places = [Path(os.environ["NUMBA_CACHE_DIR"])]
+    else:
+        user_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "numba"
+        places = [Path(__file__).parent / "__pycache__", user_cache]
+    return any(any(place.rglob("conv.im2col-*.nbi")) for place in places if place.is_dir())
 
 
 def _quiet_threads() -> None:
