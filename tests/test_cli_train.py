@@ -74,3 +74,43 @@ def test_every_option_of_trainconfig_is_on_the_command_line():
 
     on_the_line = {field for _, field, _, _ in TRAIN_OPTIONS} | {"dataset", "data", "init"}
     assert on_the_line == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_an_image_folder_trains_like_the_idx_files_it_was_written_from(tmp_path, capsys):
+    """PNGs written from IDX data, trained with --data, reach the IDX run's exact accuracy.
+
+    ImageFolder orders samples by class folder, then file name; the IDX files here hold the
+    same images sorted by class, so both runs see one order and draw the same shuffles.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from glassnet.data import write_idx
+    from tests.conftest import make_images
+
+    idx_dir, folder = tmp_path / "idx", tmp_path / "folder"
+    idx_dir.mkdir()
+    rng = np.random.default_rng(5)
+    for split, n in (("train", 400), ("t10k", 100)):
+        images, labels = make_images(n, rng)
+        order = np.argsort(labels, kind="stable")
+        images, labels = images[order], labels[order]
+        write_idx(idx_dir / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(idx_dir / f"{split}-labels-idx1-ubyte.gz", labels)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            target = folder / ("train" if split == "train" else "test") / str(label)
+            target.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(target / f"{i:05d}.png")
+
+    common = ["--epochs", "2", "--batch-size", "32", "--quiet", "--seed", "7"]
+    runs = {}
+    for name, source in (("idx", ["--data-dir", str(idx_dir)]), ("png", ["--data", str(folder)])):
+        assert main(["train", *source, *common, "--out", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    capsys.readouterr()
+    assert runs["png"]["test_accuracy"] == runs["idx"]["test_accuracy"]
+    assert [e["train_loss"] for e in runs["png"]["epochs"]] == [
+        e["train_loss"] for e in runs["idx"]["epochs"]
+    ]
