@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
@@ -204,100 +205,57 @@ def train(
         The metrics: "status" ("completed", "stopped", "interrupted" or "diverged"),
         "config", "epochs" (per-epoch records) and, when completed, the test results.
     """
-    if out_dir is None:
-        return _train(
-            config,
-            out_dir,
-            resume,
-            overwrite,
-            epochs,
-            data_dir,
-            data,
-            callbacks,
-            quiet,
-            plots,
-            stdout,
-            stderr,
+    lock = nullcontext() if out_dir is None else lock_directory(out_dir)
+    with lock:  # before anything is read: a second run on out_dir stops at once
+        stdout = sys.stdout if stdout is None else stdout
+        stderr = sys.stderr if stderr is None else stderr
+        model = None
+        if resume:
+            if out_dir is None:
+                raise ValueError("resume=True needs the out_dir of the run to continue")
+            saved = read_run_config(out_dir)
+            _check_same(config, saved)
+            config = (
+                saved if epochs is None else TrainConfig(**(asdict(saved) | {"epochs": epochs}))
+            )
+            model = read_model_file(Path(out_dir) / CHECKPOINT).model
+            print(f"Resuming from {Path(out_dir) / CHECKPOINT}", file=stdout)
+        elif config is None:
+            raise ValueError("train() needs a config unless resume=True")
+        train_set, test_set, classes = open_run_data(config, data_dir, data)
+        if model is None:
+            model = build_model(config, tuple(train_set[np.arange(1)][0].shape[1:]), len(classes))
+        optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+        history = fit(
+            model,
+            train_set,
+            loss_fn=CrossEntropyLoss(reuse_gradient=True),  # the loop keeps no gradient it was lent
+            optimizer=optimizer,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            callbacks=[*_callbacks(config, optimizer, quiet, stdout, stderr), *callbacks],
+            out_dir=out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            augment=_augmentation(config.augment),
+            config=asdict(config),
+            verbose=0,  # the recipe's own ProgressBar is in the callbacks
         )
-    with lock_directory(out_dir):  # before anything is read: a second run stops at once
-        return _train(
-            config,
-            out_dir,
-            resume,
-            overwrite,
-            epochs,
-            data_dir,
-            data,
-            callbacks,
-            quiet,
-            plots,
-            stdout,
-            stderr,
-        )
-
-
-def _train(
-    config,
-    out_dir,
-    resume,
-    overwrite,
-    epochs,
-    data_dir,
-    data,
-    callbacks,
-    quiet,
-    plots,
-    stdout,
-    stderr,
-) -> dict[str, Any]:
-    """:func:`train`'s body, holding ``out_dir``'s lock."""
-    stdout = sys.stdout if stdout is None else stdout
-    stderr = sys.stderr if stderr is None else stderr
-    model = None
-    if resume:
-        if out_dir is None:
-            raise ValueError("resume=True needs the out_dir of the run to continue")
-        saved = read_run_config(out_dir)
-        _check_same(config, saved)
-        config = saved if epochs is None else TrainConfig(**(asdict(saved) | {"epochs": epochs}))
-        model = read_model_file(Path(out_dir) / CHECKPOINT).model
-        print(f"Resuming from {Path(out_dir) / CHECKPOINT}", file=stdout)
-    elif config is None:
-        raise ValueError("train() needs a config unless resume=True")
-    train_set, test_set, classes = open_run_data(config, data_dir, data)
-    if model is None:
-        model = build_model(config, tuple(train_set[np.arange(1)][0].shape[1:]), len(classes))
-    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
-    history = fit(
-        model,
-        train_set,
-        loss_fn=CrossEntropyLoss(reuse_gradient=True),  # the loop keeps no gradient it was lent
-        optimizer=optimizer,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        callbacks=[*_callbacks(config, optimizer, quiet, stdout, stderr), *callbacks],
-        out_dir=out_dir,
-        resume=resume,
-        overwrite=overwrite,
-        augment=_augmentation(config.augment),
-        config=asdict(config),
-        verbose=0,  # the recipe's own ProgressBar is in the callbacks
-    )
-    metrics: dict[str, Any] = {
-        "status": history.status,
-        "reason": history.reason,
-        "config": asdict(config),
-        "epochs": history.history,
-    }
-    if history.status in ("completed", "stopped") and test_set is not None and len(test_set):
-        test = evaluate(model, test_set)
-        metrics |= {f"test_{key}": value for key, value in test.items()}
-        print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}", file=stdout)
-    if out_dir is not None:
-        _write_outputs(Path(out_dir), metrics, classes, plots)
-    return metrics
+        metrics: dict[str, Any] = {
+            "status": history.status,
+            "reason": history.reason,
+            "config": asdict(config),
+            "epochs": history.history,
+        }
+        if history.status in ("completed", "stopped") and test_set is not None and len(test_set):
+            test = evaluate(model, test_set)
+            metrics |= {f"test_{key}": value for key, value in test.items()}
+            print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}", file=stdout)
+        if out_dir is not None:
+            _write_outputs(Path(out_dir), metrics, classes, plots)
+        return metrics
 
 
 def _check_same(given: TrainConfig | None, saved: TrainConfig) -> None:
