@@ -219,3 +219,12 @@ def test_evaluate_and_predict_give_identical_logits_from_a_model_file(
     with pytest.raises(SystemExit):
         main(["evaluate", str(path), "--data-dir", str(tiny_dataset)])
     assert "pass --dataset" in capsys.readouterr().err
+
+
+def test_build_with_a_generator_is_reproducible():
+    spec = architecture(convnet())
+    first = build(spec, rng=np.random.default_rng(4)).state_dict()
+    again = build(spec, rng=np.random.default_rng(4)).state_dict()
+    other = build(spec, rng=np.random.default_rng(5)).state_dict()
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(first["0.weight"], other["0.weight"])

@@ -16,6 +16,7 @@ not stored (it only drew the initial weights).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -90,8 +91,12 @@ def _encode(value: Any, where: str) -> Any:
 # --- architecture: JSON -> Module -------------------------------------------------------------
 
 
-def build(spec: Any, where: str = "architecture") -> Module:
-    """A new module from :func:`architecture`'s spec; the weights are the constructors' own."""
+def build(spec: Any, where: str = "architecture", rng: np.random.Generator | None = None) -> Module:
+    """A new module from :func:`architecture`'s spec; the weights are the constructors' own.
+
+    ``rng`` is passed to every constructor that takes one, so the initial weights (and
+    Dropout's Generator) are reproducible; without it they are drawn afresh.
+    """
     if not isinstance(spec, dict) or set(spec) != _SPEC_KEYS:
         raise CheckpointError(
             f"{where} must be an object with keys {sorted(_SPEC_KEYS)}, got "
@@ -109,27 +114,36 @@ def build(spec: Any, where: str = "architecture") -> Module:
             f"decorate it with @glassnet.nn.register (before loading) so that it can be rebuilt"
         )
     where = f"{where} ({name})"
-    args = [_decode(value, where) for value in args]
-    kwargs = {key: _decode(value, where) for key, value in kwargs.items()}
+    args = [_decode(value, where, rng) for value in args]
+    kwargs = {key: _decode(value, where, rng) for key, value in kwargs.items()}
+    if rng is not None and "rng" not in kwargs and _takes_rng(cls):
+        kwargs["rng"] = rng
     try:
         return cls(*args, **kwargs)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: cannot rebuild it from its arguments: {error}") from None
 
 
-def _decode(value: Any, where: str) -> Any:
+def _takes_rng(cls: type) -> bool:
+    try:
+        return "rng" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _decode(value: Any, where: str, rng: np.random.Generator | None = None) -> Any:
     if isinstance(value, (*_PLAIN, float)):
         return value
     if isinstance(value, list):
-        return [_decode(item, where) for item in value]
+        return [_decode(item, where, rng) for item in value]
     if not isinstance(value, dict) or not value:
         raise CheckpointError(f"{where}: unreadable argument {value!r}")
     tag = next(iter(value))
     try:
         if tag == "tuple" and len(value) == 1 and isinstance(value[tag], list):
-            return tuple(_decode(item, where) for item in value[tag])
+            return tuple(_decode(item, where, rng) for item in value[tag])
         if tag == "module" and len(value) == 1:
-            return build(value[tag], where)
+            return build(value[tag], where, rng)
         if tag == "float" and value[tag] in ("inf", "-inf", "nan"):
             return float(value[tag])
         if tag == "dtype" and len(value) == 1:
@@ -137,7 +151,7 @@ def _decode(value: Any, where: str) -> Any:
         if tag == "ndarray" and set(value) == {"ndarray", "dtype"}:
             return np.array(value["ndarray"], dtype=np.dtype(value["dtype"]))
         if tag == "dict" and len(value) == 1 and isinstance(value[tag], dict):
-            return {key: _decode(item, where) for key, item in value[tag].items()}
+            return {key: _decode(item, where, rng) for key, item in value[tag].items()}
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: unreadable argument {value!r}: {error}") from None
     raise CheckpointError(f"{where}: unreadable argument {value!r}")

@@ -138,7 +138,8 @@ def build_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes:
         spec = json.loads(Path(config.model).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"model={config.model!r} is not a readable JSON file: {error}") from None
-    return build(spec.get("architecture", spec) if isinstance(spec, dict) else spec, config.model)
+    spec = spec.get("architecture", spec) if isinstance(spec, dict) else spec
+    return build(spec, config.model, rng=rng)  # seeded: --seed gives the same initial weights
 
 
 def _callbacks(config: TrainConfig, optimizer, quiet: bool, stdout, stderr) -> list[Any]:
