@@ -93,7 +93,7 @@ def _train_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from glassnet.train import train
-    from glassnet.train.recipe import read_run_config
+    from glassnet.train.recipe import read_run_config, resume_conflicts
 
     config, given = _train_config(args)
     name = Path(config.data).stem if config.data else config.dataset
@@ -101,9 +101,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         saved = read_run_config(out)
         differ = [
-            f"--{field.replace('_', '-')} {value} (the run has {getattr(saved, field)})"
-            for field, value in given.items()
-            if field != "epochs" and value != getattr(saved, field)
+            f"--{field.replace('_', '-')} {given[field]} (the run has {getattr(saved, field)})"
+            for field in resume_conflicts(given, saved)
         ]
         if differ:
             raise ValueError(

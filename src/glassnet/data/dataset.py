@@ -77,15 +77,21 @@ def as_dataset(data: Any, name: str = "data") -> Dataset:
     )
 
 
-def split_last(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
-    """The last ``fraction`` of the samples as validation data, as Keras's ``validation_split``."""
+def validation_cut(n: int, fraction: float) -> int:
+    """Where the last ``fraction`` of ``n`` samples begins (Keras's ``validation_split``)."""
     if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
         raise ValueError(f"val_fraction={fraction!r} must be in [0, 1)")
-    n = len(dataset)
     cut = n - round(n * fraction)
     if cut == 0 and n:
         raise ValueError(
             f"val_fraction={fraction!r} leaves no training samples of {n}: use a smaller fraction"
         )
+    return cut
+
+
+def split_last(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """The last ``fraction`` of the samples as validation data, as Keras's ``validation_split``."""
+    n = len(dataset)
+    cut = validation_cut(n, fraction)
     every = np.arange(n)
     return Subset(dataset, every[:cut]), Subset(dataset, every[cut:])

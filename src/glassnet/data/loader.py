@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from glassnet.data.dataset import validation_cut
+
 
 def validation_split(
     x: np.ndarray, y: np.ndarray, fraction: float
@@ -15,17 +17,9 @@ def validation_split(
     Returns:
         ((x_train, y_train), (x_val, y_val)); views, no copies.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction={fraction!r} must be in [0, 1)")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
-    n_val = round(len(x) * fraction)
-    cut = len(x) - n_val
-    if cut == 0 and len(x):
-        raise ValueError(
-            f"validation fraction={fraction!r} leaves no training samples of {len(x)}: "
-            "use a smaller fraction"
-        )
+    cut = validation_cut(len(x), fraction)
     return (x[:cut], y[:cut]), (x[cut:], y[cut:])
 
 

@@ -259,13 +259,21 @@ def train(
         return metrics
 
 
+def resume_conflicts(given: dict[str, Any], saved: TrainConfig) -> list[str]:
+    """The options in ``given`` that differ from the saved run's (``epochs`` may: it extends)."""
+    return [
+        field
+        for field, value in given.items()
+        if field != "epochs" and value != getattr(saved, field)
+    ]
+
+
 def _check_same(given: TrainConfig | None, saved: TrainConfig) -> None:
     if given is None:
         return
     differ = [
-        f"{f.name}={getattr(given, f.name)!r} (the run has {getattr(saved, f.name)!r})"
-        for f in fields(TrainConfig)
-        if f.name != "epochs" and getattr(given, f.name) != getattr(saved, f.name)
+        f"{field}={getattr(given, field)!r} (the run has {getattr(saved, field)!r})"
+        for field in resume_conflicts(asdict(given), saved)
     ]
     if differ:
         raise ValueError(f"--resume continues the run as it was; these differ: {'; '.join(differ)}")
