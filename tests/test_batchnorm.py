@@ -1,6 +1,8 @@
 """Batch normalization: the functional maths and the BatchNorm1d / BatchNorm2d layers, against
 PyTorch (forward, gradients, running statistics) and central differences."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,9 @@ from glassnet import gradcheck, gradcheck_layer
 from glassnet.functional.normalization import batch_norm, batch_norm_backward, batch_norm_forward
 from glassnet.nn.module import no_grad
 from glassnet.nn.normalization import BatchNorm1d, BatchNorm2d
+from tests import kernel_paths
+
+kernel_path = kernel_paths.kernel_path  # the fixture: each test runs on Numba, then NumPy
 
 # (layer class, input shape); C = shape[1]
 LAYER_CASES = [
@@ -37,7 +42,7 @@ def _channel_vectors(channels, rng):
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (3, 3, 4, 2)])
-def test_functional_matches_torch(shape, training, affine):
+def test_functional_matches_torch(shape, training, affine, kernel_path):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x = _layer_inputs(shape, rng)
@@ -70,7 +75,7 @@ def test_functional_matches_torch(shape, training, affine):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(5, 3), (3, 2, 4), (2, 2, 3, 3)])
-def test_functional_gradcheck(shape, training):
+def test_functional_gradcheck(shape, training, kernel_path):
     rng = np.random.default_rng(1)
     x = _layer_inputs(shape, rng)
     weight, bias, running_mean, running_var = _channel_vectors(shape[1], rng)
@@ -142,7 +147,7 @@ OPTIONS = [
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("cls,shape", LAYER_CASES)
-def test_layer_matches_torch(cls, shape, mode, options):
+def test_layer_matches_torch(cls, shape, mode, options, kernel_path):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     options = {"num_features": shape[1], **options}
@@ -171,7 +176,7 @@ def test_layer_matches_torch(cls, shape, mode, options):
 
 @pytest.mark.parametrize("momentum", [0.1, None, 0.5])
 @pytest.mark.parametrize("cls,shape", LAYER_CASES)
-def test_running_statistics_after_three_batches(cls, shape, momentum):
+def test_running_statistics_after_three_batches(cls, shape, momentum, kernel_path):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     options = {"num_features": shape[1], "momentum": momentum}
@@ -195,7 +200,7 @@ def test_running_statistics_after_three_batches(cls, shape, momentum):
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("cls,shape", LAYER_CASES)
-def test_layer_gradcheck(cls, shape, mode, options):
+def test_layer_gradcheck(cls, shape, mode, options, kernel_path):
     rng = np.random.default_rng(4)
     layer = cls(shape[1], **options).to(np.float64)
     for param in layer.parameters():  # away from ones and zeros
@@ -232,7 +237,7 @@ def test_defaults_and_registration_follow_pytorch():
     assert bn.backward(np.ones_like(x)).dtype == np.float32
 
 
-def test_float32_matches_float64():
+def test_float32_matches_float64(kernel_path):
     rng = np.random.default_rng(6)
     x = _layer_inputs((8, 3, 5), rng)
     single, double = BatchNorm1d(3), BatchNorm1d(3).to(np.float64)
@@ -282,3 +287,41 @@ def test_backward_after_no_grad_forward_raises():
     with pytest.raises(RuntimeError, match=r"BatchNorm1d\.backward\(\).*no_grad\(\)"):
         bn.backward(np.ones((3, 2), np.float32))
     assert int(bn.num_batches_tracked) == 1  # statistics still update, as in PyTorch
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "nchw", "2d", "3d"])
+@pytest.mark.parametrize("training", [True, False])
+def test_kernels_match_the_numpy_code(layout, training):
+    """The Numba passes against the NumPy reference in every memory layout they meet (a conv's
+    channels-last output, an ordinary NCHW array, (N, C) and (N, C, L)), with channel means far
+    from zero: float64 agrees to round-off, and float32 is at least as close to the float64
+    result as the NumPy float32 code is (the moments' shift and float64 sums keep it exact)."""
+    from glassnet import kernels
+
+    if not kernels.enabled():
+        pytest.skip("the Numba kernels are off")
+    rng = np.random.default_rng(3)
+    shape = {"2d": (64, 5), "3d": (8, 5, 7)}.get(layout, (4, 5, 6, 7))
+    x = _layer_inputs(shape, rng) + 300
+    if layout == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    vectors = _channel_vectors(shape[1], rng)
+    grad_out = rng.standard_normal(shape)
+
+    def run(path, dtype):
+        weight, bias, running_mean, running_var = (v.astype(dtype) for v in vectors)
+        context = kernels.disabled() if path == "numpy" else contextlib.nullcontext()
+        with context:
+            y, cache = batch_norm_forward(
+                x.astype(dtype), running_mean, running_var, weight, bias, training, 0.1, 1e-5
+            )
+            grads = batch_norm_backward(grad_out.astype(dtype), cache, weight)
+        return y, *grads, running_mean, running_var
+
+    exact = run("numpy", np.float64)
+    for ours, reference in zip(run("numba", np.float64), exact, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-10)
+    kernel32, numpy32 = run("numba", np.float32), run("numpy", np.float32)
+    for ours, theirs, reference in zip(kernel32, numpy32, exact, strict=True):
+        assert ours.dtype == np.float32
+        assert np.abs(ours - reference).max() <= 2 * np.abs(theirs - reference).max() + 1e-6

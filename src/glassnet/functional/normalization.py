@@ -3,6 +3,11 @@
 Shapes: x (N, C) or (N, C, *spatial), e.g. (N, C, L) or (N, C, H, W); per-channel vectors
 (running_mean, running_var, weight, bias) are (C,). Statistics are taken per channel over the
 other axes: m = N * prod(spatial) values each.
+
+The NumPy code here is the reference. When :func:`glassnet.kernels.enabled` says so, float32
+and float64 inputs take the Numba kernels of :mod:`glassnet.kernels.normalization` instead
+(two passes each way over channels-last memory); their outputs are channels-last in memory,
+as :mod:`glassnet.functional.conv`'s are.
 """
 
 from __future__ import annotations
@@ -11,7 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from glassnet import kernels
 from glassnet.functional._checks import as_float_array, compute_dtype
+
+try:  # Numba versions of the two passes each way; they run when kernels.enabled()
+    from glassnet.kernels import normalization as bn_kernels
+except ImportError:  # no Numba: kernels.enabled() is False, the NumPy code below runs
+    bn_kernels = None
 
 
 @dataclass
@@ -38,6 +49,78 @@ def _check_channels(name: str, vector: np.ndarray | None, channels: int) -> None
         )
 
 
+def _update_running(running_mean, running_var, mean, var, momentum: float, count: int) -> None:
+    """``running = (1 - momentum) * running + momentum * stat`` in place, with the unbiased
+    variance ``var * m / (m - 1)`` as in PyTorch; nothing if there are no running statistics."""
+    if running_mean is None or running_var is None:
+        return
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * var * (count / (count - 1))
+
+
+def _use_kernels(x: np.ndarray) -> bool:
+    return kernels.enabled() and x.dtype in (np.float32, np.float64)
+
+
+def _channel_rows(x: np.ndarray) -> np.ndarray:
+    """x (N, C, *spatial) as an (R, C) array with channels contiguous: a view if x is
+    channels-last in memory (conv outputs, (N, C) inputs), else a copy."""
+    moved = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    return moved.reshape(-1, x.shape[1])
+
+
+def _like_input(rows: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """(R, C) rows as an array of shape x_shape (N, C, *spatial), channels-last in memory."""
+    moved_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+    return np.moveaxis(rows.reshape(moved_shape), -1, 1)
+
+
+def _forward_with_kernels(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """:func:`batch_norm_forward` in two passes: channel moments, then x_hat and y."""
+    rows = _channel_rows(x)
+    count, channels = rows.shape
+    dtype = x.dtype
+    if training or running_mean is None or running_var is None:
+        shift = rows[0].astype(np.float64)  # moments around a sample: no cancellation
+        partial = np.empty((bn_kernels.BLOCKS, 2, channels))
+        sums, squares = bn_kernels.channel_moments(rows, shift, partial).sum(axis=0)
+        mean = shift + sums / count
+        var = np.maximum(squares / count - (sums / count) ** 2, 0)  # biased, for normalising
+        if training:
+            _update_running(running_mean, running_var, mean, var, momentum, count)
+        batch_stats = True
+    else:
+        mean, var, batch_stats = running_mean, running_var, False
+    inv_std = (1 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(dtype)
+    ones, zeros = np.ones(channels, dtype), np.zeros(channels, dtype)
+    scale = ones if weight is None else np.asarray(weight, dtype)
+    shift_out = zeros if bias is None else np.asarray(bias, dtype)
+    x_hat = np.empty_like(rows)
+    y = x_hat if weight is None and bias is None else np.empty_like(rows)
+    mean = np.asarray(mean, dtype)
+    bn_kernels.normalize(rows, mean, inv_std, scale, shift_out, x_hat, y)
+    cache = BatchNormCache(_like_input(x_hat, x.shape), inv_std, batch_stats, dtype)
+    return _like_input(y, x.shape), cache
+
+
+def _backward_with_kernels(grad_out, cache, scale):
+    """:func:`batch_norm_backward` with batch statistics, in two passes."""
+    x_hat = _channel_rows(cache.x_hat)
+    g = _channel_rows(grad_out.astype(x_hat.dtype, copy=False))
+    count, channels = g.shape
+    partial = np.empty((bn_kernels.BLOCKS, 2, channels))
+    grad_bias, grad_weight = bn_kernels.gradient_sums(g, x_hat, partial).sum(axis=0)
+    dtype = x_hat.dtype
+    mean_g, mean_gx = (grad_bias / count).astype(dtype), (grad_weight / count).astype(dtype)
+    grad_x = bn_kernels.input_gradient(
+        g, x_hat, mean_g, mean_gx, scale.astype(dtype), np.empty_like(g)
+    )
+    shape = cache.x_hat.shape
+    return _like_input(grad_x, shape), grad_weight.astype(dtype), grad_bias.astype(dtype)
+
+
 def batch_norm_forward(
     x: np.ndarray,
     running_mean: np.ndarray | None = None,
@@ -56,27 +139,27 @@ def batch_norm_forward(
     for name, vector in [("running_mean", running_mean), ("running_var", running_var),
                          ("weight", weight), ("bias", bias)]:  # fmt: skip
         _check_channels(name, vector, channels)
+    batch_stats = training or running_mean is None or running_var is None
+    count = x.size // channels if channels else 0
+    if training and count <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+        )
+    if _use_kernels(x) and count > 0:
+        return _forward_with_kernels(
+            x, running_mean, running_var, weight, bias, training, momentum, eps
+        )
     reduce_axes, channel_shape = _channel_axes(x)
     xc = x.astype(compute_dtype(x.dtype), copy=False)
-    if training or running_mean is None or running_var is None:
-        count = x.size // channels if channels else 0
-        if training and count <= 1:
-            raise ValueError(
-                f"Expected more than 1 value per channel when training, got input size {x.shape}"
-            )
+    if batch_stats:
         mean = xc.mean(axis=reduce_axes)
         centered = xc - mean.reshape(channel_shape)
         var = np.mean(centered * centered, axis=reduce_axes)  # biased, for normalising
-        if training and running_mean is not None and running_var is not None:
-            # The running variance is the unbiased estimate, as in PyTorch.
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-            running_var *= 1 - momentum
-            running_var += momentum * var * (count / (count - 1))
-        batch_stats = True
+        if training:
+            _update_running(running_mean, running_var, mean, var, momentum, count)
     else:
         centered = xc - running_mean.reshape(channel_shape)
-        var, batch_stats = running_var, False
+        var = running_var
     inv_std = 1 / np.sqrt(var + eps)
     x_hat = centered * inv_std.reshape(channel_shape)
     y = x_hat if weight is None else x_hat * weight.reshape(channel_shape)
@@ -130,12 +213,15 @@ def batch_norm_backward(
     ``grad_x = inv_std / m * (m * g_hat - sum(g_hat) - x_hat * sum(g_hat * x_hat))``;
     with running statistics ``grad_x = g_hat * inv_std``. Matches PyTorch's autograd.
     """
+    scale = cache.inv_std if weight is None else cache.inv_std * weight
+    if cache.batch_stats and _use_kernels(cache.x_hat) and cache.x_hat.size:
+        grad_x, grad_weight, grad_bias = _backward_with_kernels(grad_out, cache, scale)
+        return grad_x.astype(cache.x_dtype, copy=False), grad_weight, grad_bias
     reduce_axes, channel_shape = _channel_axes(cache.x_hat)
     g = grad_out.astype(cache.x_hat.dtype, copy=False)
     # dL/dbias = sum(g), dL/dweight = sum(g * x_hat), per channel
     grad_bias = g.sum(axis=reduce_axes)
     grad_weight = np.sum(g * cache.x_hat, axis=reduce_axes)
-    scale = cache.inv_std if weight is None else cache.inv_std * weight
     if not cache.batch_stats:
         # dL/dx = g * weight * inv_std: the statistics are constants
         grad_x = g * scale.reshape(channel_shape)
