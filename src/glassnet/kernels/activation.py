@@ -5,21 +5,31 @@ The NumPy expressions in :mod:`glassnet.functional.activation` are the reference
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import njit
+
+from glassnet.kernels.threads import parallel_for
 
 
-@njit(parallel=True, cache=True)
 def relu(x, out):
     """out = max(x, 0) elementwise on 1-D arrays (NaN stays NaN, as np.maximum)."""
-    for i in prange(x.shape[0]):
-        v = x[i]
-        out[i] = 0 if v <= 0 else v
+    parallel_for(_relu, x.shape[0], x, out)
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
+def _relu(x, out, first, last):
+    for i in range(first, last):
+        v = x[i]
+        out[i] = 0 if v <= 0 else v
+
+
 def relu_backward(grad_out, y, grad_x):
     """grad_x = grad_out * (y > 0) elementwise on 1-D arrays (y is the ReLU's output)."""
-    for i in prange(y.shape[0]):
-        grad_x[i] = grad_out[i] * (1 if y[i] > 0 else 0)
+    parallel_for(_relu_backward, y.shape[0], grad_out, y, grad_x)
     return grad_x
+
+
+@njit(nogil=True, cache=True)
+def _relu_backward(grad_out, y, grad_x, first, last):
+    for i in range(first, last):
+        grad_x[i] = grad_out[i] * (1 if y[i] > 0 else 0)

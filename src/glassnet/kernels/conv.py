@@ -6,8 +6,9 @@ contiguous channels, so it is one vector load or add per 16 float32s, and the lo
 only index whole pixels. In NCHW the same loops would stride through memory a row of an image
 at a time.
 
-All kernels are threaded over the images of the batch (``prange``) and write into an output
-array the caller allocates, so the functional layer decides shapes, dtypes and layouts.
+All kernels are threaded over the images of the batch (serial loops on ranges of images, run
+by :func:`glassnet.kernels.threads.parallel_for`) and write into an output array the caller
+allocates, so the functional layer decides shapes, dtypes and layouts.
 Padding is implicit: a tap that falls outside the image reads 0 (im2col) or is skipped
 (col2im: its gradient goes nowhere), so no padded copy of the input is ever made. The kernels
 only need the top/left pads: the output size (the arrays' shapes) fixes the rest, so
@@ -21,18 +22,26 @@ pixel, which would need them): together 12x on col2im (4.5 ms -> 0.37 ms per bat
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import njit
+
+from glassnet.kernels.threads import parallel_for
 
 
-@njit(parallel=True, cache=True)
 def im2col(x, sh, sw, top, left, cols):
     """cols[n, y, x, i, j, :] = x[n, sh * y + i - top, sw * x + j - left, :], 0 outside x.
 
     x (N, H, W, C); cols (N, H_out, W_out, kH, kW, C), i.e. (N * L, kH * kW * C) as rows.
     """
-    n, h, w, c = x.shape
+    parallel_for(_im2col, x.shape[0], x, sh, sw, top, left, cols, work=cols.size)
+    return cols
+
+
+@njit(nogil=True, cache=True)
+def _im2col(x, sh, sw, top, left, cols, first, last):
+    """:func:`im2col` for images first..last-1."""
+    h, w, c = x.shape[1:]
     h_out, w_out, kh, kw = cols.shape[1:5]
-    for b in prange(n):
+    for b in range(first, last):
         for y in range(h_out):
             for xo in range(w_out):
                 for i in range(kh):
@@ -48,15 +57,22 @@ def im2col(x, sh, sw, top, left, cols):
     return cols
 
 
-@njit(parallel=True, cache=True)
 def col2im(grad_cols, sh, sw, top, left, grad_x):
     """The adjoint of :func:`im2col`: every patch's gradient is added onto the pixels it read.
 
     grad_cols (N, H_out, W_out, kH, kW, C); grad_x (N, H, W, C), overwritten.
     """
-    n, h, w, c = grad_x.shape
+    parallel_for(_col2im, grad_x.shape[0], grad_cols, sh, sw, top, left, grad_x,
+                 work=grad_cols.size)  # fmt: skip
+    return grad_x
+
+
+@njit(nogil=True, cache=True)
+def _col2im(grad_cols, sh, sw, top, left, grad_x, first, last):
+    """:func:`col2im` for images first..last-1."""
+    h, w, c = grad_x.shape[1:]
     h_out, w_out, kh, kw = grad_cols.shape[1:5]
-    for b in prange(n):
+    for b in range(first, last):
         grad_x[b] = 0  # one view per image (a view per pixel would cost a refcount each)
         for y in range(h_out):
             for xo in range(w_out):

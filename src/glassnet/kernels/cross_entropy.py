@@ -1,4 +1,4 @@
-"""Fused, multi-threaded cross-entropy kernels (Numba) for float32 rows with class-index targets.
+"""Fused, threaded cross-entropy kernels (Numba) for float32 rows with class-index targets.
 
 The readable NumPy version is :mod:`glassnet.functional.cross_entropy`; these kernels compute the
 same numbers (the tests hold them to it) in fewer passes over memory:
@@ -23,12 +23,13 @@ exactly the effective-target formulation of the reference (docs/derivations.md, 
 from __future__ import annotations
 
 import math
-import types as types_module
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
+
+from glassnet.kernels.threads import parallel_for
 
 F = np.float32
 _NEG_INF = F(-np.inf)
@@ -112,10 +113,13 @@ def _smoothing_sums(row, m, weight, has_weight):
     return count, w_total, wz_total
 
 
+@njit(fastmath=FAST, nogil=True, cache=True)
 def _cross_entropy_rows(
-    logits, labels, class_weight, weight, has_weight, eps, scale, out, want_grad, inplace
-):
-    """Loss per row (returned) and, if want_grad, dL/dlogits * scale[row] into ``out``.
+    logits, labels, class_weight, weight, has_weight, eps, scale, out, want_grad, inplace, loss,
+    first, last,
+):  # fmt: skip
+    """Loss per row into ``loss`` and, if want_grad, dL/dlogits * scale[row] into ``out``, for
+    rows first..last-1.
 
     logits, out (M, C) float32; labels (M,) int64, -1 for ignored rows; class_weight (M,)
     float32 = w_y; weight (C,) float32 (read only if has_weight). With ``inplace`` the gradient
@@ -123,12 +127,12 @@ def _cross_entropy_rows(
     vectorise (through a second name for the same memory its alias check would fall back to
     scalar code).
     """
-    rows, classes = logits.shape
-    loss = np.zeros(rows, dtype=np.float32)
-    for i in prange(rows):
+    classes = logits.shape[1]
+    for i in range(first, last):
         row = logits[i]
         label = labels[i]
         if label < 0:  # ignored: no loss, no gradient
+            loss[i] = F(0.0)
             if want_grad and inplace:
                 row[:] = F(0.0)
             elif want_grad:
@@ -190,25 +194,8 @@ def _cross_entropy_rows(
     return loss
 
 
-def _renamed(function, name: str):
-    """The same function under another name. Numba names a cache entry after the function, so
-    two dispatchers of one function (serial and parallel) would load each other's code."""
-    clone = types_module.FunctionType(function.__code__, function.__globals__, name)
-    clone.__qualname__ = name
-    return clone
-
-
-_serial = njit(fastmath=FAST, cache=True)(_cross_entropy_rows)
-_parallel = njit(fastmath=FAST, cache=True, parallel=True)(
-    _renamed(_cross_entropy_rows, "_cross_entropy_rows_parallel")
-)
-
-# Below this many elements a parallel region costs more than it saves.
-PARALLEL_THRESHOLD = 1 << 16
-
-
 def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=None):
-    """Dispatch to the serial or threaded kernel; returns the per-row loss (float32).
+    """The kernel on ranges of rows, one per thread; returns the per-row loss (float32).
 
     ``out``, a writeable C-contiguous (M, C) float32 array, receives dL/dz * scale when given;
     it may be ``logits`` itself (in place). Logits the kernel does not take as they are
@@ -216,7 +203,6 @@ def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=Non
     works on in place, or into a new array. Numba compiles the in-place stores even where
     they do not run, so it cannot type a read-only array at all.
     """
-    kernel = _parallel if logits.size >= PARALLEL_THRESHOLD else _serial
     has_weight = weight is not None
     weight = weight if has_weight else np.ones(1, dtype=np.float32)
     want_grad = out is not None
@@ -234,5 +220,7 @@ def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=Non
         else:
             logits = np.array(logits, dtype=np.float32, order="C")
     out = out if want_grad else logits
+    loss = np.empty(len(logits), dtype=np.float32)
     args = (logits, labels, class_weight, weight, has_weight, F(eps), scale, out, want_grad)
-    return kernel(*args, inplace)
+    parallel_for(_cross_entropy_rows, len(logits), *args, inplace, loss, work=logits.size)
+    return loss

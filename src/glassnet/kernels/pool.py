@@ -2,16 +2,17 @@
 
 The readable NumPy versions are in :mod:`glassnet.functional.pool`; the tests hold these to
 them. As in :mod:`glassnet.kernels.conv`: the innermost loop runs over C contiguous channels,
-the batch is split across threads, outputs are allocated by the caller, and padding is
-implicit (a tap outside the image is never picked).
+the batch is split across threads (:mod:`glassnet.kernels.threads`), outputs are allocated
+by the caller, and padding is implicit (a tap outside the image is never picked).
 """
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import njit
+
+from glassnet.kernels.threads import parallel_for
 
 
-@njit(parallel=True, cache=True)
 def max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax):
     """out[n, y, x, :] = max over the kH x kW window at (sh y - top, sw x - left); argmax the
     window offset i * kW + j it came from. Same rule as the NumPy reference: a running max over
@@ -21,9 +22,17 @@ def max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax):
 
     x (N, H, W, C); out (N, H_out, W_out, C); argmax like out, an integer dtype.
     """
-    n, h, w, c = x.shape
+    parallel_for(_max_pool2d, x.shape[0], x, kh, kw, sh, sw, top, left, out, argmax,
+                 work=x.size)  # fmt: skip
+    return out, argmax
+
+
+@njit(nogil=True, cache=True)
+def _max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax, first, last):
+    """:func:`max_pool2d` for images first..last-1."""
+    h, w, c = x.shape[1:]
     h_out, w_out = out.shape[1], out.shape[2]
-    for b in prange(n):
+    for b in range(first, last):
         for y in range(h_out):
             for xo in range(w_out):
                 i_first, j_first = max(0, top - sh * y), max(0, left - sw * xo)
@@ -51,15 +60,22 @@ def max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax):
     return out, argmax
 
 
-@njit(parallel=True, cache=True)
 def max_pool2d_backward(grad_out, argmax, kh, kw, sh, sw, top, left, grad_x):
     """grad_x[window's argmax] += grad_out; every other input gets 0.
 
     grad_out, argmax (N, H_out, W_out, C); grad_x (N, H, W, C), overwritten.
     """
-    n, h, w, c = grad_x.shape
+    parallel_for(_max_pool2d_backward, grad_x.shape[0], grad_out, argmax, kh, kw, sh, sw, top,
+                 left, grad_x, work=grad_x.size)  # fmt: skip
+    return grad_x
+
+
+@njit(nogil=True, cache=True)
+def _max_pool2d_backward(grad_out, argmax, kh, kw, sh, sw, top, left, grad_x, first, last):
+    """:func:`max_pool2d_backward` for images first..last-1."""
+    h, w, c = grad_x.shape[1:]
     h_out, w_out = grad_out.shape[1], grad_out.shape[2]
-    for b in prange(n):
+    for b in range(first, last):
         grad_x[b] = 0  # one view per image (a view per pixel would cost a refcount each)
         for y in range(h_out):
             for xo in range(w_out):
