@@ -14,7 +14,15 @@ measured (2-core AMD EPYC, Zen 5, NumPy 2.4 with OpenBLAS 0.3.31):
   On such a CPU with AVX-512 we ask for the SkylakeX kernels, which use it: the convnet's
   products run 1.5-2x faster.
 
-OpenBLAS reads both once, when it is loaded, so they are set only if NumPy is not imported
+* ``OPENBLAS_NUM_THREADS`` when an MPI launcher starts several processes on one machine
+  (``mpiexec -n P``): each process gets ``cores // P`` threads. OpenBLAS's threads wait for
+  each other with a spinning ``sched_yield``, so when there are more threads than cores, a
+  product whose threads synchronise often (a weight gradient: a long inner dimension) waits
+  for the scheduler at each step: we measured 1.7 s instead of 4 ms for one such product
+  with two 2-thread processes on 2 cores. :mod:`glassnet.kernels.threads` divides the cores
+  the same way.
+
+OpenBLAS reads them once, when it is loaded, so they are set only if NumPy is not imported
 yet: always for the ``glassnet`` command, and for scripts that ``import glassnet`` before
 NumPy. A value already in the environment is never changed. Other BLAS libraries ignore them.
 """
@@ -26,6 +34,30 @@ import platform
 import sys
 
 AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+# How MPI launchers tell a process how many processes share its machine: Open MPI, MPICH's and
+# Intel MPI's Hydra, MVAPICH2.
+LOCAL_SIZE_VARIABLES = (
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MPI_LOCALNRANKS",
+    "MV2_COMM_WORLD_LOCAL_SIZE",
+)
+
+
+def local_processes(environ: dict[str, str] | os._Environ) -> int:
+    """How many processes an MPI launcher started on this machine (1 outside MPI)."""
+    for name in LOCAL_SIZE_VARIABLES:
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _first_cpu(cpuinfo: str) -> dict[str, str]:
@@ -37,9 +69,13 @@ def _first_cpu(cpuinfo: str) -> dict[str, str]:
     return fields
 
 
-def openblas_settings(environ: dict[str, str], cpuinfo: str) -> dict[str, str]:
-    """The OpenBLAS variables to add to ``environ`` on a CPU described by ``cpuinfo``."""
+def openblas_settings(environ: dict[str, str], cpuinfo: str, cores: int = 1) -> dict[str, str]:
+    """The OpenBLAS variables to add to ``environ`` on a CPU described by ``cpuinfo``, with
+    ``cores`` cores for this process and the others an MPI launcher put on this machine."""
     settings = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+    processes = local_processes(environ)
+    if processes > 1:
+        settings["OPENBLAS_NUM_THREADS"] = str(max(1, cores // processes))
     cpu = _first_cpu(cpuinfo)
     family = cpu.get("cpu family", "")
     flags = cpu.get("flags", "").split()
@@ -62,7 +98,7 @@ def apply() -> dict[str, str]:
             cpuinfo = f.read()
     except OSError:  # not Linux: the CPU check is skipped, the thread setting still applies
         cpuinfo = ""
-    settings = openblas_settings(dict(os.environ), cpuinfo)
+    settings = openblas_settings(dict(os.environ), cpuinfo, available_cores())
     os.environ.update(settings)
     return settings
 

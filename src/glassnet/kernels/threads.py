@@ -19,6 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from glassnet._environment import available_cores, local_processes
+
 # Below this many elements of work per thread a second thread costs more than it saves
 # (a hand-over to the pool and back is ~20-50 microseconds).
 MIN_WORK_PER_THREAD = 1 << 15
@@ -26,15 +28,13 @@ MIN_WORK_PER_THREAD = 1 << 15
 
 def _default_threads() -> int:
     """NUMBA_NUM_THREADS or OMP_NUM_THREADS when set to a positive integer, else the cores
-    this process may run on."""
+    this process may run on, shared with the other processes an MPI launcher started on
+    this machine (see :mod:`glassnet._environment`)."""
     for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return max(1, available_cores() // local_processes(os.environ))
 
 
 _threads = _default_threads()
