@@ -47,6 +47,8 @@ def _use_color(choice: str) -> bool:
 def _explain(args: argparse.Namespace) -> int:
     from glassnet.explain import render, worked_example
 
+    if args.checkpoint is not None:
+        return _explain_model(args)
     if args.logits is not None and (args.x is not None or args.w is not None):
         raise ValueError("give either --logits or --x/--w, not both")
     options = {"target": args.target, "lr": args.lr}
@@ -55,10 +57,44 @@ def _explain(args: argparse.Namespace) -> int:
     if args.w is not None:
         options["w"] = args.w
     ex = worked_example(args.logits, **options)
-    if args.json:
+    if args.html:
+        from glassnet.html import explain_page, write_html
+
+        write_html(args.html, explain_page(ex))
+        print(f"Wrote {args.html}")
+    elif args.json:
         print(json.dumps(ex.to_json(), indent=2))
     else:
         print(render(ex, color=_use_color(args.color)))
+    return 0
+
+
+def _explain_model(args: argparse.Namespace) -> int:
+    """``glassnet explain CHECKPOINT IMAGE --html PATH``: one image's trace through a model."""
+    from glassnet.data import printable, read_images
+    from glassnet.html import explain_model
+
+    if args.image is None or args.html is None:
+        raise ValueError("explain CHECKPOINT needs an IMAGE and --html PATH to write the page to")
+    opened = _open_model(args.checkpoint)
+    shape = _input_shape(opened, args.input_shape, args.checkpoint)
+    images = read_images(args.image, shape, args.invert)
+    if len(images) == 0:
+        raise ValueError(f"IMAGE {printable(args.image)} holds no images")
+    count = len(opened.classes) if opened.classes is not None else None
+    classes = _class_names(opened, count, args.checkpoint) if count else None
+    title = f"glassnet explain: {Path(args.checkpoint).name} on {Path(args.image).name}"
+    page = explain_model(opened.model, images[0], classes, args.target_class, title)
+    page.save(args.html)
+    print(f"Wrote {args.html}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from glassnet.html.report import write_report
+
+    path = write_report(args.run_dir, data_dir=args.data_dir)
+    print(f"Wrote {path}")
     return 0
 
 
@@ -382,6 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--lr", type=float, default=0.1, help="learning rate of the update")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    explain.add_argument(
+        "--html", metavar="PATH", help="write a self-contained HTML page to PATH instead"
+    )
+    explain.add_argument(
+        "checkpoint", nargs="?", help="a model file or checkpoint: explain IMAGE through it"
+    )
+    explain.add_argument("image", nargs="?", help="a PNG, JPEG, BMP or IDX image (the first)")
+    explain.add_argument(
+        "--class",
+        dest="target_class",
+        type=_count(0),
+        help="with CHECKPOINT: the class whose loss is differentiated (default: the predicted)",
+    )
+    explain.add_argument("--invert", action="store_true", help="dark ink on a light background")
+    explain.add_argument("--input-shape", type=_shape, help="one sample's shape C,H,W")
     explain.set_defaults(run=_explain)
 
     train = commands.add_parser(
@@ -415,6 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", help="only the per-epoch summary lines")
     train.set_defaults(run=_train)
+
+    report = commands.add_parser(
+        "report",
+        help="write RUN_DIR/report.html: curves, confusion matrix, misclassified images",
+        description="The HTML report of a glassnet train --out directory; its test set is "
+        "the run's (a built-in dataset already on disk, or its --data path).",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a glassnet train --out directory")
+    report.add_argument("--data-dir", help="look here first for a built-in dataset's IDX files")
+    report.set_defaults(run=_report)
 
     evaluate = commands.add_parser("evaluate", help="test accuracy of a checkpoint")
     evaluate.add_argument("checkpoint")

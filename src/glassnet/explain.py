@@ -45,6 +45,11 @@ class Explanation:
         self.steps.append(Step(title, formula, value, note))
         return value
 
+    def _repr_html_(self) -> str:
+        from glassnet.html.explain_page import explain_body  # html sits above explain
+
+        return explain_body(self)
+
     def to_json(self) -> dict:
         def plain(v):
             return (np.asarray(v, dtype=np.float64) + 0.0).tolist()  # + 0.0 turns -0.0 into 0.0
@@ -127,7 +132,9 @@ def worked_example(
         ex.inputs += [Step("z", f"logits, shape {z.shape}", z), _target_input(target, y)]
         ex.add("Logits", "z (given)", z)
 
-    shifted = ex.add("Shift by the max", "z - max(z)", z - z.max(), f"max(z) = {_number(z.max())}")
+    shifted = ex.add(
+        "Shift by the max", "z - max(z)", z - z.max(), f"max(z) = {format_number(z.max())}"
+    )
     exps = ex.add("Exponentials", "exp(z - max z)", np.exp(shifted), "largest is exp(0) = 1")
     ex.add("Their sum", "S = sum exp(z - max z)", float(exps.sum()))
     p = ex.add("Softmax", "p = exp(z - max z) / S", softmax(z), "sums to 1")
@@ -148,7 +155,7 @@ def worked_example(
     ex.summary += [
         ("Logits", f"z = {fmt(z)}"),
         ("Softmax", f"p = {fmt(p)}"),
-        ("Loss", f"L = {_number(loss)}"),
+        ("Loss", f"L = {format_number(loss)}"),
         ("Gradient (p - y)", f"dL/dz = {fmt(grad)}"),
     ]
     if logits is None:
@@ -156,7 +163,7 @@ def worked_example(
         update = ex.add("SGD update", f"-lr dW  (lr = {lr!r})", -lr * grad_w)
         new_w = w + update
         new_loss = float(cross_entropy((x @ new_w)[None], y[None]))
-        change = f"loss {_number(loss)} -> {_number(new_loss)}"
+        change = f"loss {format_number(loss)} -> {format_number(new_loss)}"
         ex.add("After the step", "L(W - lr dW)", new_loss, change)
         ex.summary += [
             ("Weight gradient", f"dW = x^T (p - y) = {_format_matrix(grad_w)}"),
@@ -171,14 +178,14 @@ def _target_input(given: np.ndarray | int, y: np.ndarray) -> Step:
     return Step("y", "target: probabilities, one per class", y)
 
 
-def _number(value: float, digits: int | None = 4) -> str:
+def format_number(value: float, digits: int | None = 4) -> str:
     """``value`` to ``digits`` decimals (None: the shortest exact form); never '-0.0000'."""
     text = repr(float(value)) if digits is None else f"{float(value):.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _format_vector(v: np.ndarray, digits: int = 4) -> str:
-    return "[" + ", ".join(_number(e, digits) for e in np.ravel(v)) + "]"
+    return "[" + ", ".join(format_number(e, digits) for e in np.ravel(v)) + "]"
 
 
 def _format_matrix(m: np.ndarray, digits: int = 4) -> str:
@@ -187,8 +194,8 @@ def _format_matrix(m: np.ndarray, digits: int = 4) -> str:
 
 def _format_value(value: np.ndarray | float, digits: int | None = 4) -> list[str]:
     if np.ndim(value) == 0:
-        return [_number(value, digits)]
-    texts = [[_number(e, digits) for e in row] for row in np.atleast_2d(value)]
+        return [format_number(value, digits)]
+    texts = [[format_number(e, digits) for e in row] for row in np.atleast_2d(value)]
     widths = [max(len(text) for text in column) for column in zip(*texts, strict=True)]
     return [
         "[" + "  ".join(f"{text:>{w}}" for text, w in zip(row, widths, strict=True)) + "]"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from glassnet.functional import softmax
 from glassnet.nn.loss import CrossEntropyLoss
 from glassnet.nn.module import Module, backward_of, call_backward, no_grad
 
@@ -68,26 +69,40 @@ def _watching(
             module.__dict__.pop("backward", None)
 
 
-def summary(model: Module, input_shape: tuple[int, ...]) -> str:
-    """A table of layers, output shapes and parameter counts for inputs of ``input_shape``.
+def summary_rows(model: Module, input_shape: tuple[int, ...] | None) -> list[tuple[str, str, str]]:
+    """(layer, output shape, parameter count) per watched layer, after an "Input" row.
 
-    ``input_shape`` excludes the batch, e.g. (1, 28, 28); a zero batch of one is run through
-    the model in eval mode (under ``no_grad``) to find the shapes.
+    With ``input_shape`` None nothing is run and the shapes are left empty.
     """
-    was_training = model.training
-    x = np.zeros((1, *input_shape), dtype=np.float32)
-    rows = [("Input", _shape(x.shape), "")]
+    rows: list[tuple[str, str, str]] = []
 
     def record(path, module, out):
         own = sum(p.data.size for p in module._parameters.values() if p is not None)
-        rows.append((f"{path} {type(module).__name__}", _shape(np.shape(out)), f"{own:,}"))
+        shape = "" if out is None else _shape(np.shape(out))
+        rows.append((f"{path} {type(module).__name__}", shape, f"{own:,}"))
 
+    if input_shape is None:
+        for path, module in _watched(model):
+            record(path, module, None)
+        return [("Input", "", ""), *rows]
+    was_training = model.training
+    x = np.zeros((1, *input_shape), dtype=np.float32)
     model.eval()
     try:
         with no_grad(), _watching(_watched(model), record):
             model(x)
     finally:
         model.train(was_training)
+    return [("Input", _shape(x.shape), ""), *rows]
+
+
+def summary(model: Module, input_shape: tuple[int, ...]) -> str:
+    """A table of layers, output shapes and parameter counts for inputs of ``input_shape``.
+
+    ``input_shape`` excludes the batch, e.g. (1, 28, 28); a zero batch of one is run through
+    the model in eval mode (under ``no_grad``) to find the shapes.
+    """
+    rows = summary_rows(model, input_shape)
     total = sum(param.data.size for param in model.parameters())
     header = ("Layer (type)", "Output shape", "Params")
     widths = [max(len(str(row[c])) for row in [header, *rows]) + 2 for c in range(3)]
@@ -168,3 +183,74 @@ def format_trace(steps: list[TraceStep], input_shape: tuple[int, ...]) -> str:
         )
         lines.append(f"  -> {name:<{width}} -> {grad}{params}")
     return "\n".join(lines)
+
+
+@dataclass
+class LayerRecord:
+    """One layer's part of :func:`record_pass`, for one sample."""
+
+    layer: str  # e.g. "0 Conv2d" (the module's dotted path, then its class)
+    output: np.ndarray  # forward output, batch of 1
+    grad_input: np.ndarray | None  # dL/d(input) from backward; None if not needed
+    grad_norms: dict[str, float]  # parameter name -> ||dL/dparam||
+
+
+@dataclass
+class PassRecord:
+    """Everything one forward and backward pass of one sample computed (:func:`record_pass`)."""
+
+    x: np.ndarray  # the input, (1, C, H, W) or (1, D)
+    probs: np.ndarray  # softmax of the logits, (C,)
+    target: int  # the class the loss was taken against
+    grad_logits: np.ndarray  # dL/dz = p - y, (C,)
+    grad_x: np.ndarray  # dL/dx, shape of x: the saliency map's source
+    layers: list[LayerRecord]
+
+
+def record_pass(model: Module, x: np.ndarray, target: int | None = None) -> PassRecord:
+    """Run one sample ``x`` (1, ...) forward and cross-entropy's ``p - y`` backward, in eval mode.
+
+    ``target`` is the class of the loss (default: the predicted one). Every watched layer's
+    output, input gradient and parameter-gradient norms are kept. Parameter gradients are
+    left zeroed afterwards; the mode is restored.
+    """
+    if np.ndim(x) < 2 or np.shape(x)[0] != 1:
+        raise ValueError(f"x of shape {np.shape(x)} must be one sample: (1, ...)")
+    layers: list[LayerRecord] = []
+    pending: dict[int, list[LayerRecord]] = {}
+
+    def on_forward(path, module, out):
+        layers.append(LayerRecord(f"{path} {type(module).__name__}", np.array(out), None, {}))
+        pending.setdefault(id(module), []).append(layers[-1])
+
+    def on_backward(path, module, grad):
+        record = pending[id(module)].pop()
+        record.grad_input = None if grad is None else np.array(grad)
+        record.grad_norms = {
+            name: float(np.linalg.norm(param.grad))
+            for name, param in module._parameters.items()
+            if param is not None and param.grad is not None
+        }
+
+    was_training = model.training
+    model.eval()
+    model.zero_grad()
+    try:
+        with _watching(_watched(model), on_forward, on_backward):
+            logits = model(np.asarray(x))
+            if np.ndim(logits) != 2:
+                raise ValueError(
+                    f"the model must end in logits (1, C), it gives {np.shape(logits)}"
+                )
+            target = int(np.argmax(logits[0])) if target is None else target
+            if not 0 <= target < logits.shape[1]:
+                raise ValueError(f"target={target} must be a class index in [0, {logits.shape[1]})")
+            loss_fn = CrossEntropyLoss()
+            loss_fn(logits, np.array([target]))
+            grad_logits = loss_fn.backward()
+            grad_x = backward_of(model, grad_logits.copy(), need_input_grad=True)
+    finally:
+        model.zero_grad()
+        model.train(was_training)
+    probs = softmax(np.asarray(logits[0], dtype=np.float64))
+    return PassRecord(np.asarray(x), probs, target, np.array(grad_logits[0]), grad_x, layers)

@@ -432,6 +432,12 @@ class Module:
         inner = "\n".join("  " + line.replace("\n", "\n  ") for line in lines)
         return f"{type(self).__name__}(\n{inner}\n)"
 
+    def _repr_html_(self) -> str:
+        """The summary table, as Jupyter shows a model (with shapes: glassnet.html)."""
+        from glassnet.html.model_page import summary_table  # html sits above nn: import late
+
+        return summary_table(self)
+
 
 def _recording_init(init: Callable) -> Callable:
     """Wrap a subclass's ``__init__`` so the outermost call records its arguments."""
