@@ -18,9 +18,12 @@ hook                                   used by
 ``record`` is the epoch's entry of ``trainer.history`` (keys: epoch (1-based), train_loss,
 train_accuracy, val_loss, val_accuracy, lr, epoch_seconds); ``on_train_end``'s logs hold
 ``status`` ("completed", "stopped", "interrupted" or "diverged") and ``reason``. Only the
-main process (``trainer.is_main_process``) writes files or prints. A callback's
-``state_dict()`` goes into resumable checkpoints; fit calls ``load_state_dict`` before
-``on_train_begin`` when it resumes, and the counters then continue instead of starting afresh.
+main process (``trainer.is_main_process``) writes files or prints: in a data-parallel run fit
+calls a callback whose ``main_process_only`` is True on rank 0 alone (the file writers
+below, and every callback fit adds itself); the others run on every rank, so that they decide
+alike. A callback's ``state_dict()`` goes into resumable checkpoints; fit calls
+``load_state_dict`` before ``on_train_begin`` when it resumes, and the counters then continue
+instead of starting afresh.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Callback:
     """Base class; every hook does nothing. fit sets ``self.trainer`` before on_train_begin."""
 
     trainer: Trainer
+    main_process_only = False  # True: only rank 0 of a data-parallel run calls the hooks
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -367,6 +371,8 @@ class ModelCheckpoint(_RunCounters):
     so a diverged run never overwrites a good file. ``state_dict()`` holds the best value.
     """
 
+    main_process_only = True
+
     def __init__(
         self,
         directory: str | os.PathLike,
@@ -435,6 +441,8 @@ class CSVLogger(Callback):
     header differs from the records' keys. As keras.callbacks.CSVLogger.
     """
 
+    main_process_only = True
+
     def __init__(self, path: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         if not isinstance(separator, str) or len(separator) != 1 or separator in '\r\n"':
             raise ValueError(
@@ -495,6 +503,8 @@ class JSONLogger(Callback):
     ``"status"`` (and ``"reason"`` when there is one) first. ``glassnet train`` writes
     metrics.json with it.
     """
+
+    main_process_only = True
 
     def __init__(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
         extra = {} if extra is None else extra

@@ -11,6 +11,12 @@ Exactness: every random draw of the loop (shuffles, augmentation) comes from one
 the optimizer state, the architecture, the state of that Generator and of every Generator a
 module holds (Dropout's), the callbacks' states and, mid-epoch, the epoch's sample order and
 position, so a resumed run takes exactly the steps an uninterrupted one would.
+
+Data parallelism (``fit(..., distributed=True)`` under ``mpiexec``, :mod:`glassnet.distributed`):
+every rank holds the same state and draws the same order; each takes its slice of every global
+batch, and the step's gradients and statistics are summed in :meth:`Trainer.reduce_gradients`.
+Only rank 0 prints and writes (callbacks with ``main_process_only``); a checkpoint holds the
+global state, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from glassnet.checkpoint import CheckpointError, load_checkpoint, lock_directory, save_checkpoint
-from glassnet.data.dataset import Dataset, as_dataset, split_last
+from glassnet.data.dataset import Dataset, Subset, as_dataset, split_last
 from glassnet.functional import cross_entropy
 from glassnet.model_file import model_metadata
 from glassnet.nn import CrossEntropyLoss, Module, no_grad
@@ -64,10 +70,15 @@ class History:
 
 
 class _InterruptFlag:
-    """Turns the first Ctrl-C into a flag checked between batches (a second one aborts)."""
+    """Turns the first Ctrl-C into a flag checked between batches (a second one aborts).
 
-    def __init__(self) -> None:
-        self.raised = False
+    With ``agree`` (data parallelism) the signal only sets ``requested``; the ranks act on it
+    together once the step's allreduce has told every rank (``raised``).
+    """
+
+    def __init__(self, agree: bool = False) -> None:
+        self.raised = self.requested = False
+        self.agree = agree
         self.previous = None
 
     def __enter__(self) -> _InterruptFlag:
@@ -78,9 +89,10 @@ class _InterruptFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.raised:
+        if self.requested:
             raise KeyboardInterrupt
-        self.raised = True
+        self.requested = True
+        self.raised = self.raised or not self.agree
 
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
@@ -117,7 +129,7 @@ def _loss_sum(loss_fn: Any, out: np.ndarray, target: np.ndarray) -> float:
 class Trainer:
     """The state of one :func:`fit` run and the loop that advances it."""
 
-    is_main_process = True  # a data-parallel trainer sets it False on every rank but 0
+    is_main_process = True  # False on every rank but 0 of a data-parallel run
 
     def __init__(
         self,
@@ -135,8 +147,11 @@ class Trainer:
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
         options: dict[str, Any],
         config: dict[str, Any] | None = None,
+        parallel: Any = None,
     ) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.parallel = parallel  # a glassnet.distributed.DataParallel, or None
+        self.is_main_process = parallel is None or parallel.is_main
         self.train_set, self.val_set = train_set, val_set
         self.epochs, self.batch_size, self.shuffle = epochs, batch_size, shuffle
         self.rng, self.augment, self.options, self.config = rng, augment, options, config
@@ -148,6 +163,8 @@ class Trainer:
         self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "classified": 0}
         self.history: list[dict[str, Any]] = []
         self.stop_training, self.status, self.reason = False, "completed", ""
+        self.interrupt = _InterruptFlag(agree=parallel is not None)
+        self._rows = (0, 0, 0)  # this rank's slice [lo, hi) of the current global batch of n
 
     # --- what callbacks call -------------------------------------------------------------
 
@@ -161,42 +178,89 @@ class Trainer:
     # --- the step --------------------------------------------------------------------------
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int | None]:
-        """Forward, loss, backward, gradient reduction, update: ``(loss, correct or None)``."""
+        """Forward, loss, backward, gradient reduction, update: ``(loss, correct or None)``.
+
+        Data-parallel: ``x, y`` are this rank's slice; the result is the global batch's.
+        """
         self.model.zero_grad()
+        if self.parallel is not None and len(x) == 0:  # fewer samples than ranks: none here
+            loss, correct = self.reduce_gradients(0.0, 0 if y.dtype.kind in "iu" else None)
+            self.optimizer.step()
+            return loss, correct
         out = self.model(x)
         # counted before the loss, which may write its gradient into the logits (inplace)
         correct = _correct(out, y) if _is_classification(out, y) else None
         loss = float(self.loss_fn(out, y))
-        backward_of(self.model, self.loss_fn.backward(), need_input_grad=False)
-        self.reduce_gradients()
+        scale = self._loss_scale()
+        grad_out = self.loss_fn.backward() if scale == 1 else self.loss_fn.backward(scale)
+        backward_of(self.model, grad_out, need_input_grad=False)
+        loss, correct = self.reduce_gradients(loss, correct)
         self.optimizer.step()
         return loss, correct
 
-    def reduce_gradients(self) -> None:
-        """Between backward and the update; a data-parallel trainer averages gradients here."""
+    def _loss_scale(self) -> float:
+        """n_r / B for a mean loss: the slice's gradient becomes its share of the batch mean."""
+        lo, hi, n = self._rows
+        if self.parallel is None or getattr(self.loss_fn, "reduction", "mean") != "mean":
+            return 1.0
+        return (hi - lo) / n
+
+    def reduce_gradients(self, loss: float, correct: int | None) -> tuple[float, int | None]:
+        """Between backward and the update: data-parallel, one allreduce sums the ranks'
+        gradients, losses, correct counts and Ctrl-C requests; returns the global batch's."""
+        if self.parallel is None:
+            return loss, correct
+        lo, hi, n = self._rows
+        mean = getattr(self.loss_fn, "reduction", "mean") == "mean"
+        total, correct_sum, stop = self.parallel.reduce_step(
+            self.model.parameters(),
+            loss * (hi - lo) if hi > lo else 0.0,
+            correct or 0,
+            self.interrupt.requested,
+            self.step,
+        )
+        if n < self.parallel.size:  # a rank drew no Dropout mask: take rank 0's generators
+            self.parallel.share_generators(self.model)
+        self.interrupt.raised = self.interrupt.raised or stop
+        return (total / n if mean else total), (None if correct is None else correct_sum)
 
     # --- the loop ---------------------------------------------------------------------------
 
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
-            getattr(callback, hook)(*args)
+            if self.is_main_process or not getattr(callback, "main_process_only", False):
+                getattr(callback, hook)(*args)
 
     def run(self) -> History:
         for callback in self.callbacks:
             callback.set_trainer(self)
-        self._call("on_train_begin", {})
         try:
-            with _InterruptFlag() as interrupt:
+            self._call("on_train_begin", {})
+        except BaseException as error:
+            self._end_other_ranks(error)
+            raise
+        try:
+            with self.interrupt as interrupt:
                 while self.epoch < self.epochs and not self.stop_training:
                     self._run_epoch(interrupt)
                     if interrupt.raised and not self.stop_training:
                         self.stop("interrupted", "Ctrl-C")
         except BaseException as error:  # the callbacks still close the run (bar, metrics)
             self.stop("failed", f"{type(error).__name__}: {error}")
+            self._end_other_ranks(error)
             self._call("on_train_end", {"status": self.status, "reason": self.reason})
             raise
         self._call("on_train_end", {"status": self.status, "reason": self.reason})
         return History(self.history, self.status, self.reason)
+
+    def _end_other_ranks(self, error: BaseException) -> None:
+        """Data-parallel: the other ranks wait in a collective, so end the job (MPI_Abort)
+        with a message naming this rank; the last complete checkpoint stays."""
+        if self.parallel is not None and self.parallel.size > 1:
+            import traceback
+
+            traceback.print_exception(error)
+            self.parallel.fail(f"{type(error).__name__}: {error}")
 
     def _run_epoch(self, interrupt: _InterruptFlag) -> None:
         if self.order is None:  # a fresh epoch (else: resumed mid-epoch)
@@ -219,20 +283,28 @@ class Trainer:
 
     def _run_batch(self) -> None:
         start = self.batch_index * self.batch_size
-        x, y = self.train_set[self.order[start : start + self.batch_size]]
-        if self.augment is not None:
-            x = self.augment(x, self.rng)
+        batch = self.order[start : start + self.batch_size]
+        n = len(batch)
+        lo, hi = (0, n) if self.parallel is None else self.parallel.shard(n)
+        self._rows = (lo, hi, n)
+        if self.augment is None:
+            x, y = self.train_set[batch[lo:hi]]
+        else:  # augmented as a whole, so the random draws are one process's
+            x, y = self.train_set[batch]
+            x, y = self.augment(x, self.rng)[lo:hi], y[lo:hi]
+        if self.parallel is not None:
+            self.parallel.set_rows(lo, hi, n)
         self._call("on_train_batch_begin", self.batch_index, {})
         loss, correct = self.train_step(x, y)
         self.step += 1
         self.batch_index += 1
         running = self.running
-        running["loss_sum"] += loss * len(x)
-        running["seen"] += len(x)
+        running["loss_sum"] += loss * n
+        running["seen"] += n
         if correct is not None:
             running["correct"] += correct
-            running["classified"] += len(x)
-        self._call("on_train_batch_end", self.batch_index - 1, self._batch_logs(loss, len(x)))
+            running["classified"] += n
+        self._call("on_train_batch_end", self.batch_index - 1, self._batch_logs(loss, n))
 
     def _batch_logs(self, loss: float, size: int) -> dict[str, Any]:
         running = self.running
@@ -247,9 +319,7 @@ class Trainer:
 
     def _epoch_record(self, seconds: float) -> dict[str, Any]:
         running = self.running
-        val = (
-            evaluate(self.model, self.val_set, loss_fn=self.loss_fn) if self.has_validation else {}
-        )
+        val = self._validate() if self.has_validation else {}
         return {
             "epoch": self.epoch + 1,
             "train_loss": running["loss_sum"] / max(running["seen"], 1),
@@ -261,6 +331,26 @@ class Trainer:
             "lr": self.optimizer.lr,
             "epoch_seconds": seconds,  # the training steps (resumed mid-epoch: this process's)
         }
+
+    def _validate(self) -> dict[str, Any]:
+        """evaluate() on the validation set; data-parallel, each rank takes a slice and one
+        allreduce sums the losses and confusion matrices."""
+        n = len(self.val_set)
+        if self.parallel is None or n < self.parallel.size:
+            return evaluate(self.model, self.val_set, loss_fn=self.loss_fn)
+        lo, hi = self.parallel.shard(n)
+        part = evaluate(self.model, Subset(self.val_set, np.arange(lo, hi)), loss_fn=self.loss_fn)
+        confusion = np.asarray(part.get("confusion_matrix", []), dtype=np.float64).ravel()
+        sums = np.concatenate(
+            [[part["loss"] * (hi - lo), float("confusion_matrix" in part)], confusion]
+        )
+        self.parallel.allreduce(sums, "sum", f"the validation of epoch {self.epoch + 1}")
+        result: dict[str, Any] = {"loss": sums[0] / max(n, 1)}
+        if sums[1]:
+            result["accuracy"] = float(
+                np.trace(sums[2:].reshape(len(part["confusion_matrix"]), -1)) / n
+            )
+        return result
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -283,7 +373,9 @@ class Trainer:
             arrays["epoch_order"] = self.order
         sample_shape = getattr(self.train_set, "sample_shape", None)
         classes = getattr(self.train_set, "classes", None)
-        metadata = model_metadata(self.model, sample_shape, classes) | {
+        with nullcontext() if self.parallel is None else self.parallel.plain_model(self.model):
+            metadata = model_metadata(self.model, sample_shape, classes)
+        metadata |= {
             "run": {
                 "config": self.config,
                 "options": self.options,
@@ -387,6 +479,7 @@ def fit(
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     config: dict[str, Any] | None = None,
     verbose: int = 1,
+    distributed: Any = False,
 ) -> History:
     """Train ``model`` on ``train_data``; returns the :class:`History`, as Keras's ``fit``.
 
@@ -405,6 +498,10 @@ def fit(
         augment: ``augment(x, rng) -> x`` applied to each training batch (see glassnet.data).
         config: a JSON-able description of the run (hyperparameters), kept in its checkpoints
             and metrics.json.
+        distributed: True or a ``glassnet.distributed.DataParallel`` (its options): train on
+            all the processes ``mpiexec`` started, each a slice of every batch of
+            ``batch_size`` (the global batch); rank 0 prints and writes. Without mpiexec: one
+            process, as distributed=False. See docs/distributed.md.
     """
     _check_fit_arguments(model, epochs, batch_size, verbose)
     train_set = as_dataset(train_data, "train_data")
@@ -424,8 +521,21 @@ def fit(
     }
     callbacks = list(callbacks)
     out_dir = None if out_dir is None else Path(out_dir)
-    with nullcontext() if out_dir is None else lock_directory(out_dir):
-        callbacks += _default_callbacks(callbacks, out_dir, verbose, config)
+    parallel = _data_parallel(distributed)
+    main = parallel is None or parallel.is_main
+    if parallel is not None and parallel.sync_batchnorm:
+        smallest = min(batch_size, len(train_set) % batch_size or batch_size)
+        if smallest < parallel.size:  # an idle rank would miss SyncBatchNorm's allreduces
+            raise ValueError(
+                f"SyncBatchNorm over {parallel.size} processes needs every batch to hold at "
+                f"least {parallel.size} samples; with batch_size={batch_size} and "
+                f"{len(train_set)} training samples one holds {smallest}"
+            )
+    with nullcontext() if out_dir is None or not main else lock_directory(out_dir):
+        extra = _default_callbacks(callbacks, out_dir, verbose, config)
+        for callback in extra:  # printing and files, and whatever is added there later
+            callback.main_process_only = True
+        callbacks += extra
         trainer = Trainer(
             model,
             train_set,
@@ -440,9 +550,47 @@ def fit(
             augment=augment,
             options=options,
             config=config,
+            parallel=parallel,
         )
-        _start_or_resume(trainer, out_dir, resume, overwrite)
-        return trainer.run()
+        _start_or_resume(trainer, out_dir, resume, overwrite, main)
+        if parallel is None:
+            return trainer.run()
+        _share_state(trainer, parallel)
+        with parallel.running(model):
+            return trainer.run()
+
+
+def _data_parallel(distributed: Any) -> Any:
+    """The DataParallel that ``fit(distributed=...)`` asks for, or None."""
+    if distributed is False or distributed is None:
+        return None
+    from glassnet.distributed import DataParallel
+
+    if distributed is True:
+        return DataParallel()
+    if not isinstance(distributed, DataParallel):
+        raise TypeError(
+            f"distributed must be True, False or a glassnet.distributed.DataParallel, "
+            f"got {type(distributed).__name__}"
+        )
+    return distributed
+
+
+def _share_state(trainer: Trainer, parallel: Any) -> None:
+    """Rank 0's weights, buffers and random generators on every rank (a model built without
+    a seed differs between processes; a resumed one does not, but costs one broadcast)."""
+    parallel.broadcast_model(trainer.model)
+    generators = trainer._module_generators()
+    states = parallel.broadcast_object(
+        {
+            "rng": trainer.rng.bit_generator.state,
+            "modules": {path: g.bit_generator.state for path, g in generators.items()},
+        },
+        "the random generators' broadcast",
+    )
+    trainer.rng.bit_generator.state = states["rng"]
+    for path, state in states["modules"].items():
+        generators[path].bit_generator.state = state
 
 
 def _check_fit_arguments(model: Any, epochs: Any, batch_size: Any, verbose: Any) -> None:
@@ -478,7 +626,9 @@ def _default_callbacks(
     return extra
 
 
-def _start_or_resume(trainer: Trainer, out_dir: Path | None, resume: bool, overwrite: bool) -> None:
+def _start_or_resume(
+    trainer: Trainer, out_dir: Path | None, resume: bool, overwrite: bool, main: bool = True
+) -> None:
     checkpoint = None if out_dir is None else out_dir / CHECKPOINT
     if resume:
         if checkpoint is None or not checkpoint.exists():
@@ -491,7 +641,7 @@ def _start_or_resume(trainer: Trainer, out_dir: Path | None, resume: bool, overw
             f"{out_dir} holds a run already: resume it (resume=True, glassnet train --resume) "
             "or start over (overwrite=True, --overwrite)"
         )
-    elif checkpoint is not None and overwrite:
+    elif checkpoint is not None and overwrite and main:
         for name in (CHECKPOINT, "metrics.json", "history.csv"):
             (out_dir / name).unlink(missing_ok=True)
 

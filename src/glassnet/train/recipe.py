@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -190,6 +191,8 @@ def train(
     plots: bool = True,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    distributed: bool = False,
+    sync_batchnorm: bool = False,
 ) -> dict[str, Any]:
     """Train as ``config`` says; return the metrics (also written to ``out_dir/metrics.json``).
 
@@ -202,14 +205,26 @@ def train(
         data_dir: where to look first for a built-in dataset's files.
         data: (x_train, y_train, x_test, y_test) arrays to use instead of loading the data.
         callbacks: more callbacks for fit, after the recipe's own.
+        distributed: data-parallel over the processes of ``mpiexec`` (``fit``'s); only rank
+            0 prints, writes ``out_dir`` and evaluates the test set. ``sync_batchnorm``:
+            BatchNorm statistics over the global batch (see glassnet.distributed).
     Returns:
         The metrics: "status" ("completed", "stopped", "interrupted" or "diverged"),
         "config", "epochs" (per-epoch records) and, when completed, the test results.
     """
-    lock = nullcontext() if out_dir is None else lock_directory(out_dir)
-    with lock:  # before anything is read: a second run on out_dir stops at once
-        stdout = sys.stdout if stdout is None else stdout
-        stderr = sys.stderr if stderr is None else stderr
+    parallel = None
+    if distributed:
+        from glassnet.distributed import DataParallel
+
+        parallel = DataParallel(sync_batchnorm=sync_batchnorm)
+    main = parallel is None or parallel.is_main
+    lock = nullcontext() if out_dir is None or not main else lock_directory(out_dir)
+    with lock, nullcontext() if main else open(os.devnull, "w") as devnull:
+        # the lock comes before anything is read: a second run on out_dir stops at once
+        stdout = devnull if not main else sys.stdout if stdout is None else stdout
+        stderr = devnull if not main else sys.stderr if stderr is None else stderr
+        if parallel is not None and parallel.size > 1:
+            print(parallel.describe(), file=stdout, flush=True)
         model = None
         if resume:
             if out_dir is None:
@@ -243,6 +258,7 @@ def train(
             augment=_augmentation(config.augment),
             config=asdict(config),
             verbose=0,  # the recipe's own ProgressBar is in the callbacks
+            distributed=False if parallel is None else parallel,
         )
         metrics: dict[str, Any] = {
             "status": history.status,
@@ -250,11 +266,12 @@ def train(
             "config": asdict(config),
             "epochs": history.history,
         }
-        if history.status in ("completed", "stopped") and test_set is not None and len(test_set):
+        tested = history.status in ("completed", "stopped") and main
+        if tested and test_set is not None and len(test_set):
             test = evaluate(model, test_set)
             metrics |= {f"test_{key}": value for key, value in test.items()}
             print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}", file=stdout)
-        if out_dir is not None:
+        if out_dir is not None and main:
             _write_outputs(Path(out_dir), metrics, classes, plots)
         return metrics
 
