@@ -39,6 +39,17 @@ def test_train_prints_epoch_summaries_and_writes_outputs(trained):
         assert (out / name).is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["batch_size"] == 32 and len(metrics["epochs"]) == 2
+    # the report beside metrics.json, with the test set found through --data-dir
+    report = (out / "report.html").read_text()
+    assert "Confusion matrix" in report and "most confidently misclassified" in report
+    assert "report.html" in printed
+
+
+def test_no_report_skips_the_page(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(tiny_dataset), "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--quiet", "--no-report"]) == 0
+    assert (out / "metrics.json").is_file() and not (out / "report.html").exists()
 
 
 def test_resume_extends_a_finished_run(trained, capsys):

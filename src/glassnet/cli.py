@@ -128,6 +128,8 @@ def _train_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from glassnet.distributed import launched_by_mpi, world
+    from glassnet.html.report_callback import RunReportWriter
     from glassnet.train import train
     from glassnet.train.recipe import read_run_config, resume_conflicts
 
@@ -144,7 +146,9 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--resume continues {out} as it was; these options differ: " + "; ".join(differ)
             )
-    _prepare_process()
+    distributed = launched_by_mpi()  # mpiexec -n P glassnet train: data-parallel over P
+    main = not distributed or world().rank == 0
+    _prepare_process(main)
     try:
         metrics = train(
             None if args.resume else config,
@@ -154,20 +158,23 @@ def _train(args: argparse.Namespace) -> int:
             epochs=given.get("epochs") if args.resume else None,
             data_dir=args.data_dir,
             quiet=args.quiet,
+            distributed=distributed,
+            sync_batchnorm=args.sync_batchnorm,
+            callbacks=[] if args.no_report else [RunReportWriter(out, data_dir=args.data_dir)],
         )
     except KeyboardInterrupt:  # a second Ctrl-C: leave at once, the last checkpoint stands
         print("\nglassnet train: aborted", file=sys.stderr)
         return 130
-    return _train_status(metrics, out)
+    return _train_status(metrics, out, report=not args.no_report) if main else 0
 
 
-def _prepare_process() -> None:
+def _prepare_process(main: bool = True) -> None:
     """What the training command does to its own process (a library's fit() never does)."""
     from glassnet import kernels
     from glassnet.memory import keep_freed_memory
 
     keep_freed_memory()  # reuse freed activation-sized blocks: see glassnet.memory
-    if kernels.enabled() and not kernels.cache_is_warm():
+    if main and kernels.enabled() and not kernels.cache_is_warm():
         print(
             "Compiling glassnet's kernels for this machine (once; later runs load them)...",
             file=sys.stderr,
@@ -175,7 +182,7 @@ def _prepare_process() -> None:
         )
 
 
-def _train_status(metrics: dict, out: Path) -> int:
+def _train_status(metrics: dict, out: Path, report: bool = True) -> int:
     status = metrics["status"]
     if status == "diverged":
         print(
@@ -186,9 +193,8 @@ def _train_status(metrics: dict, out: Path) -> int:
     if status == "interrupted":
         print(f"Interrupted; saved {out}/checkpoint.safetensors. Continue with --resume.")
         return 130
-    print(
-        f"Wrote {out}/checkpoint.safetensors, metrics.json, history.csv, curves.png, confusion.png"
-    )
+    written = "checkpoint.safetensors, metrics.json, history.csv, curves.png, confusion.png"
+    print(f"Wrote {out}/{written}" + (", report.html" if report else ""))
     return 0
 
 
@@ -440,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the seeds' convnet, or any model on any data (the main job)",
         description="Default: the seeds' convnet (Conv 32 3x3 -> pool -> Conv 64 3x3 -> pool -> "
         "Dropout -> Linear 10), Adam 1e-3, batch 128, 15 epochs. Ctrl-C saves a checkpoint; "
-        "--resume continues from it.",
+        "--resume continues from it. Under mpiexec -n P: data-parallel over P processes, "
+        "each a slice of every batch (see docs/distributed.md).",
     )
     source = train.add_mutually_exclusive_group()
     source.add_argument(
@@ -465,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="start a new run in an --out that holds one"
     )
     train.add_argument("--quiet", action="store_true", help="only the per-epoch summary lines")
+    train.add_argument(
+        "--no-report", action="store_true", help="do not write report.html when the run ends"
+    )
+    train.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="under mpiexec: BatchNorm statistics over the whole global batch, not per process",
+    )
     train.set_defaults(run=_train)
 
     report = commands.add_parser(

@@ -19,6 +19,8 @@ class RunReportWriter(Callback):
     the report says so. Only the main process writes.
     """
 
+    main_process_only = True
+
     def __init__(self, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None):
         self.out_dir = Path(out_dir)
         self.data_dir = data_dir
