@@ -16,8 +16,8 @@ while it waits:
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -30,6 +30,17 @@ DEFAULT_TIMEOUT = 300.0  # seconds; longer than any validation or checkpoint wri
 _FAILURE_TAG, _ALIVE_TAG = 7001, 7002
 # What MPI launchers put in the environment of the processes they start: world size.
 _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def _encode(value: Any) -> bytes:
+    """``value`` as JSON bytes (no pickle: the ranks exchange data, never code)."""
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, (np.ndarray, np.generic)):
+            return item.tolist()
+        raise TypeError(f"cannot send a {type(item).__name__} to the other ranks")
+
+    return json.dumps(value, default=plain).encode()
 
 
 def launched_by_mpi() -> bool:
@@ -102,26 +113,27 @@ class Communicator(SingleProcess):
         return buffer
 
     def broadcast_object(self, value: Any, what: str = "broadcast") -> Any:
-        """Rank 0's ``value`` (pickled) on every rank."""
+        """Rank 0's ``value`` (JSON: numbers, strings, lists, dicts; tuples and arrays arrive
+        as lists) on every rank."""
         if self.size == 1:
             return value
-        payload = pickle.dumps(value) if self.rank == 0 else b""
+        payload = _encode(value) if self.rank == 0 else b""
         size = self.broadcast(np.array([len(payload)], dtype=np.int64), what)
         data = np.frombuffer(payload, dtype=np.uint8).copy() if self.rank == 0 else None
         data = self.broadcast(np.zeros(int(size[0]), np.uint8) if data is None else data, what)
-        return pickle.loads(data.tobytes())
+        return json.loads(data.tobytes())
 
     def allgather_object(self, value: Any, what: str = "allgather") -> list[Any]:
         """Every rank's ``value``, in rank order (a small object: one broadcast per rank)."""
         gathered = []
         for root in range(self.size):
-            payload = pickle.dumps(value) if self.rank == root else b""
+            payload = _encode(value) if self.rank == root else b""
             size = np.array([len(payload)], dtype=np.int64)
             self._wait(self.comm.Ibcast(size, root=root), what)
             data = np.frombuffer(payload, np.uint8).copy() if self.rank == root else None
             data = np.zeros(int(size[0]), np.uint8) if data is None else data
             self._wait(self.comm.Ibcast(data, root=root), what)
-            gathered.append(pickle.loads(data.tobytes()))
+            gathered.append(json.loads(data.tobytes()))
         return gathered
 
     def peers(self) -> list[tuple[str, int]]:
