@@ -17,7 +17,6 @@ import glassnet  # noqa: F401  # isort: skip  (first: it sets OpenBLAS's environ
 
 import argparse
 import os
-import platform
 
 import bench_cross_entropy as ce
 import bench_train as tr
@@ -43,8 +42,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
     keep_freed_memory()
+    from bench_train import cpu_description
+
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
+        f"cpu: {cpu_description()}, {os.cpu_count()} cores; numpy {np.__version__}, "
         f"{tr.blas_description()}; torch {torch.__version__}; {args.threads} threads\n"
     )
     ce.bench_shapes(ce.SHAPES[:2] if args.quick else ce.SHAPES, args.repeat)

@@ -20,15 +20,14 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import bench_train
 import numpy as np
+from bench_train import cpu_description
 
-from glassnet._environment import _first_cpu
 from glassnet.data import fashion_mnist
 from glassnet.kernels import set_num_threads
 from glassnet.memory import keep_freed_memory
@@ -40,19 +39,6 @@ from glassnet.train.callbacks import Callback
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bn_convnet.json"
 GLASSNET_ONLY = ("init", "rng", "dtype")  # constructor arguments torch.nn does not take
-FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
-
-
-def cpu_description() -> str:
-    """The CPU's model name and which of the SIMD extensions BLAS kernels use it has."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = _first_cpu(f.read())
-    except OSError:
-        return platform.processor() or platform.machine()
-    flags = set(cpu.get("flags", "").split())
-    have = [flag for flag in FLAGS if flag in flags]
-    return f"{cpu.get('model name', platform.machine())} ({', '.join(have) or 'no AVX2'})"
 
 
 def seeded_copy(module: Module, rng: np.random.Generator) -> Module:

@@ -18,7 +18,6 @@ import glassnet  # noqa: F401  # isort: skip  (first: it sets OpenBLAS's environ
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -194,13 +193,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from bench_train import cpu_description
 
     from glassnet.kernels import get_num_threads, set_num_threads
 
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"cpu: {cpu_description()}, {os.cpu_count()} cores; "
         f"numpy {np.__version__}, torch {torch.__version__}; {args.threads} threads "
         f"(glassnet kernels: {get_num_threads()})\n"
     )

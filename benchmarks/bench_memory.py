@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from bench_bn import cpu_description
+    from bench_train import cpu_description
 
     print(f"cpu: {cpu_description()}, {os.cpu_count()} cores; {args.threads} threads each")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

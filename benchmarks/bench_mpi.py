@@ -39,7 +39,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREAD
 
 def cpu_description() -> str:
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_bn import cpu_description as describe
+    from bench_train import cpu_description as describe
 
     return describe()
 

@@ -24,11 +24,26 @@ import time
 
 import numpy as np
 
+from glassnet._environment import _first_cpu
 from glassnet.data import load, validation_split
 from glassnet.memory import keep_freed_memory
 from glassnet.nn import CrossEntropyLoss, convnet
 from glassnet.optim import Adam
 from glassnet.train import TrainConfig, train
+
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of the SIMD extensions BLAS kernels use it has."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = _first_cpu(f.read())
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(cpu.get("flags", "").split())
+    have = [flag for flag in FLAGS if flag in flags]
+    return f"{cpu.get('model name', platform.machine())} ({', '.join(have) or 'no AVX2'})"
 
 
 def torch_model(torch):
@@ -214,7 +229,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as glassnet.train does; set before either framework runs
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
+        f"cpu: {cpu_description()}, {os.cpu_count()} cores; numpy {np.__version__}, "
         f"{blas_description()}; torch {torch.__version__} ({args.threads} threads); "
         f"{args.dataset}, {args.epochs} epochs, seeds {args.seeds}"
     )
