@@ -16,9 +16,14 @@ def relu(x, out):
     return out
 
 
+# The kernels below loop over slices from 0, not over range(first, last): an index that may
+# be negative makes Numba wrap it around on every access, and that loop is not vectorised.
+
+
 @njit(nogil=True, cache=True)
 def _relu(x, out, first, last):
-    for i in range(first, last):
+    x, out = x[first:last], out[first:last]
+    for i in range(x.shape[0]):
         v = x[i]
         out[i] = 0 if v <= 0 else v
 
@@ -31,5 +36,6 @@ def relu_backward(grad_out, y, grad_x):
 
 @njit(nogil=True, cache=True)
 def _relu_backward(grad_out, y, grad_x, first, last):
-    for i in range(first, last):
+    grad_out, y, grad_x = grad_out[first:last], y[first:last], grad_x[first:last]
+    for i in range(y.shape[0]):
         grad_x[i] = grad_out[i] * (1 if y[i] > 0 else 0)
