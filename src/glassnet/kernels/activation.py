@@ -10,9 +10,17 @@ from numba import njit
 from glassnet.kernels.threads import parallel_for
 
 
+def _same(a, b):
+    """Whether two equally laid-out 1-D arrays are the same memory (views included)."""
+    return a.ctypes.data == b.ctypes.data
+
+
 def relu(x, out):
-    """out = max(x, 0) elementwise on 1-D arrays (NaN stays NaN, as np.maximum)."""
-    parallel_for(_relu, x.shape[0], x, out)
+    """out = max(x, 0) elementwise on 1-D arrays (NaN stays NaN, as np.maximum); out may be x."""
+    if _same(out, x):  # one array: LLVM vectorises the loop (two names for it defeat that)
+        parallel_for(_relu_inplace, x.shape[0], x)
+    else:
+        parallel_for(_relu, x.shape[0], x, out)
     return out
 
 
@@ -29,9 +37,21 @@ def _relu(x, out, first, last):
 
 
 def relu_backward(grad_out, y, grad_x):
-    """grad_x = grad_out * (y > 0) elementwise on 1-D arrays (y is the ReLU's output)."""
-    parallel_for(_relu_backward, y.shape[0], grad_out, y, grad_x)
+    """grad_x = grad_out * (y > 0) elementwise on 1-D arrays (y is the ReLU's output);
+    grad_x may be grad_out."""
+    if _same(grad_x, grad_out):
+        parallel_for(_relu_backward_inplace, y.shape[0], grad_x, y)
+    else:
+        parallel_for(_relu_backward, y.shape[0], grad_out, y, grad_x)
     return grad_x
+
+
+@njit(nogil=True, cache=True)
+def _relu_inplace(x, first, last):
+    x = x[first:last]
+    for i in range(x.shape[0]):
+        v = x[i]
+        x[i] = 0 if v <= 0 else v
 
 
 @njit(nogil=True, cache=True)
@@ -39,3 +59,10 @@ def _relu_backward(grad_out, y, grad_x, first, last):
     grad_out, y, grad_x = grad_out[first:last], y[first:last], grad_x[first:last]
     for i in range(y.shape[0]):
         grad_x[i] = grad_out[i] * (1 if y[i] > 0 else 0)
+
+
+@njit(nogil=True, cache=True)
+def _relu_backward_inplace(grad, y, first, last):
+    grad, y = grad[first:last], y[first:last]
+    for i in range(y.shape[0]):
+        grad[i] = grad[i] * (1 if y[i] > 0 else 0)
