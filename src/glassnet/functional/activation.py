@@ -53,6 +53,11 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray, out: np.ndarray | None = 
     """
     grad = np.empty_like(y, dtype=np.result_type(grad_out, y)) if out is None else out
     flat = _flat(grad_out, y, grad)
+    if flat is None and out is None and _flat(y, grad) is not None:
+        # grad_out is laid out unlike y (e.g. NCHW from a Flatten, y channels-last): one
+        # strided copy into y's layout, then the kernel in place
+        np.copyto(grad, grad_out)
+        flat = _flat(grad, y, grad)
     if flat is None:
         np.multiply(grad_out, y > 0, out=grad)
     else:

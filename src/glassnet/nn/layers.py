@@ -185,7 +185,12 @@ class ReLU(Module):
         require_cache(self, self._out)
         if not need_input_grad:
             return None
-        writable = self.inplace and grad_out.flags.writeable and grad_out.dtype == self._out.dtype
+        writable = (
+            self.inplace
+            and grad_out.flags.writeable
+            and grad_out.dtype == self._out.dtype
+            and grad_out.strides == self._out.strides  # else a copy in y's layout is faster
+        )
         return relu_backward(grad_out, self._out, out=grad_out if writable else None)
 
     def extra_repr(self) -> str:
