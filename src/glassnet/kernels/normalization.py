@@ -14,7 +14,6 @@ shape: one pass for the two channel sums, one for dL/dx.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from glassnet.kernels.threads import parallel_for
@@ -39,15 +38,15 @@ def _channel_moments(x, shift, partial, first, last):
     blocks = partial.shape[0]
     for b in range(first, last):
         start, stop = rows * b // blocks, rows * (b + 1) // blocks
-        s = np.zeros(channels)
-        q = np.zeros(channels)
+        s, q = partial[b, 0], partial[b, 1]  # no arrays allocated here: they cost compile time
+        for c in range(channels):
+            s[c] = 0.0
+            q[c] = 0.0
         for r in range(start, stop):
             for c in range(channels):
                 d = x[r, c] - shift[c]
                 s[c] += d
                 q[c] += d * d
-        partial[b, 0] = s
-        partial[b, 1] = q
     return partial
 
 
@@ -85,14 +84,14 @@ def _gradient_sums(g, x_hat, partial, first, last):
     blocks = partial.shape[0]
     for b in range(first, last):
         start, stop = rows * b // blocks, rows * (b + 1) // blocks
-        s = np.zeros(channels)
-        p = np.zeros(channels)
+        s, p = partial[b, 0], partial[b, 1]
+        for c in range(channels):
+            s[c] = 0.0
+            p[c] = 0.0
         for r in range(start, stop):
             for c in range(channels):
                 s[c] += g[r, c]
                 p[c] += g[r, c] * x_hat[r, c]
-        partial[b, 0] = s
-        partial[b, 1] = p
     return partial
 
 
