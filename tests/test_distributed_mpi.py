@@ -121,6 +121,15 @@ def test_an_exception_on_one_rank_ends_the_job_naming_it(tmp_path):
     assert metadata["run"]["epoch"] == 1  # epoch 1's checkpoint, complete and readable
 
 
+def test_a_rank_that_stops_answering_ends_the_job_naming_it(tmp_path):
+    started = time.monotonic()
+    result = run([sys.executable, SCRIPTS / "hang_run.py", tmp_path], 2, timeout=90)
+    assert time.monotonic() - started < 60  # the 3 s timeout, not rank 1's 120 s sleep
+    assert result.returncode != 0
+    assert "no answer within 3 s during the gradient allreduce" in result.stderr
+    assert "rank 1 of 2 died or hangs" in result.stderr
+
+
 def test_killing_a_rank_ends_the_job_and_resume_continues(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=320, n_test=50)
     out = tmp_path / "run"
