@@ -84,8 +84,7 @@ def _forward_with_kernels(x, running_mean, running_var, weight, bias, training, 
     dtype = x.dtype
     if training or running_mean is None or running_var is None:
         shift = rows[0].astype(np.float64)  # moments around a sample: no cancellation
-        partial = np.empty((bn_kernels.BLOCKS, 2, channels))
-        sums, squares = bn_kernels.channel_moments(rows, shift, partial).sum(axis=0)
+        sums, squares = bn_kernels.channel_sums(rows, rows, shift)
         mean = shift + sums / count
         var = np.maximum(squares / count - (sums / count) ** 2, 0)  # biased, for normalising
         if training:
@@ -110,8 +109,7 @@ def _backward_with_kernels(grad_out, cache, scale):
     x_hat = _channel_rows(cache.x_hat)
     g = _channel_rows(grad_out.astype(x_hat.dtype, copy=False))
     count, channels = g.shape
-    partial = np.empty((bn_kernels.BLOCKS, 2, channels))
-    grad_bias, grad_weight = bn_kernels.gradient_sums(g, x_hat, partial).sum(axis=0)
+    grad_bias, grad_weight = bn_kernels.channel_sums(g, x_hat, np.zeros(channels))
     dtype = x_hat.dtype
     mean_g, mean_gx = (grad_bias / count).astype(dtype), (grad_weight / count).astype(dtype)
     grad_x = bn_kernels.input_gradient(

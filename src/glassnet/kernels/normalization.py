@@ -14,6 +14,7 @@ shape: one pass for the two channel sums, one for dL/dx.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from glassnet.kernels.threads import parallel_for
@@ -23,30 +24,34 @@ from glassnet.kernels.threads import parallel_for
 BLOCKS = 64
 
 
-def channel_moments(x, shift, partial):
-    """partial[b] = (sum(x - shift), sum((x - shift)^2)) per channel over block b's rows.
+def channel_sums(a, b, shift):
+    """Per channel, (sum(a - shift), sum((a - shift) * (b - shift))), summed in float64.
 
-    x (R, C); shift (C,) float64; partial (BLOCKS, 2, C) float64, overwritten.
+    a, b (R, C) (b may be a); shift (C,) float64. The moments of x are (x, x, a sample of x)
+    (a shift near the mean keeps float32 free of cancellation); the gradient sums of the
+    backward pass are (g, x_hat, 0). Each of BLOCKS blocks of rows is summed on its own, so
+    the result does not depend on the thread count.
     """
-    parallel_for(_channel_moments, partial.shape[0], x, shift, partial, work=x.size)
-    return partial
+    partial = np.empty((BLOCKS, 2, a.shape[1]))
+    parallel_for(_channel_sums, BLOCKS, a, b, shift, partial, work=a.size)
+    return partial.sum(axis=0)
 
 
 @njit(nogil=True, cache=True)
-def _channel_moments(x, shift, partial, first, last):
-    rows, channels = x.shape
+def _channel_sums(a, b, shift, partial, first, last):
+    rows, channels = a.shape
     blocks = partial.shape[0]
-    for b in range(first, last):
-        start, stop = rows * b // blocks, rows * (b + 1) // blocks
-        s, q = partial[b, 0], partial[b, 1]  # no arrays allocated here: they cost compile time
+    for k in range(first, last):
+        start, stop = rows * k // blocks, rows * (k + 1) // blocks
+        s, p = partial[k, 0], partial[k, 1]  # no arrays allocated here: they cost compile time
         for c in range(channels):
             s[c] = 0.0
-            q[c] = 0.0
+            p[c] = 0.0
         for r in range(start, stop):
             for c in range(channels):
-                d = x[r, c] - shift[c]
+                d = a[r, c] - shift[c]
                 s[c] += d
-                q[c] += d * d
+                p[c] += d * (b[r, c] - shift[c])
     return partial
 
 
@@ -69,30 +74,6 @@ def _normalize(x, mean, inv_std, weight, bias, x_hat, y, first, last):
             x_hat[r, c] = h
             y[r, c] = h * weight[c] + bias[c]
     return y
-
-
-def gradient_sums(g, x_hat, partial):
-    """partial[b] = (sum(g), sum(g * x_hat)) per channel over block b's rows: the bias's and
-    the weight's gradients once added up. g, x_hat (R, C); partial (BLOCKS, 2, C) float64."""
-    parallel_for(_gradient_sums, partial.shape[0], g, x_hat, partial, work=g.size)
-    return partial
-
-
-@njit(nogil=True, cache=True)
-def _gradient_sums(g, x_hat, partial, first, last):
-    rows, channels = g.shape
-    blocks = partial.shape[0]
-    for b in range(first, last):
-        start, stop = rows * b // blocks, rows * (b + 1) // blocks
-        s, p = partial[b, 0], partial[b, 1]
-        for c in range(channels):
-            s[c] = 0.0
-            p[c] = 0.0
-        for r in range(start, stop):
-            for c in range(channels):
-                s[c] += g[r, c]
-                p[c] += g[r, c] * x_hat[r, c]
-    return partial
 
 
 def input_gradient(g, x_hat, mean_g, mean_gx, scale, grad_x):
