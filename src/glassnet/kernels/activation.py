@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from glassnet.kernels.first_run import follows
 from glassnet.kernels.threads import parallel_for
 
 
@@ -66,3 +67,9 @@ def _relu_backward_inplace(grad, y, first, last):
     grad, y = grad[first:last], y[first:last]
     for i in range(y.shape[0]):
         grad[i] = grad[i] * (1 if y[i] > 0 else 0)
+
+
+# What a training step runs after each forward kernel (see glassnet.kernels.first_run): an
+# in-place ReLU takes its gradient in place too, another writes a new one.
+follows(_relu_inplace, lambda x: (_relu_backward_inplace, (x, x)))
+follows(_relu, lambda x, out: (_relu_backward, (out, out, x)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from glassnet.kernels.first_run import follows
 from glassnet.kernels.threads import parallel_for
 
 
@@ -87,3 +88,7 @@ def _col2im(grad_cols, sh, sw, top, left, grad_x, first, last):
                         for ch in range(c):
                             grad_x[b, row, col, ch] += grad_cols[b, y, xo, i, j, ch]
     return grad_x
+
+
+# What a training step runs after the forward kernel (see glassnet.kernels.first_run).
+follows(_im2col, lambda x, sh, sw, top, left, cols: (_col2im, (cols, sh, sw, top, left, x)))

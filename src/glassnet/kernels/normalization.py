@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from glassnet.kernels.first_run import follows
 from glassnet.kernels.threads import parallel_for
 
 # Partial-sum blocks: enough to balance the threads, few enough to add up cheaply. A fixed
@@ -92,3 +93,13 @@ def _input_gradient(g, x_hat, mean_g, mean_gx, scale, grad_x, first, last):
         for c in range(channels):
             grad_x[r, c] = (g[r, c] - mean_g[c] - x_hat[r, c] * mean_gx[c]) * scale[c]
     return grad_x
+
+
+# What a training step runs after the forward kernel (see glassnet.kernels.first_run).
+follows(
+    _normalize,
+    lambda x, mean, inv_std, weight, bias, x_hat, y: (
+        _input_gradient,
+        (y, x_hat, mean, mean, inv_std, x_hat),
+    ),
+)

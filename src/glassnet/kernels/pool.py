@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from glassnet.kernels.first_run import follows
 from glassnet.kernels.threads import parallel_for
 
 
@@ -92,3 +93,13 @@ def _max_pool2d_backward(grad_out, argmax, kh, kw, sh, sw, top, left, grad_x, fi
                             if argmax[b, y, xo, ch] == offset:
                                 grad_x[b, row, col, ch] += grad_out[b, y, xo, ch]
     return grad_x
+
+
+# What a training step runs after the forward kernel (see glassnet.kernels.first_run).
+follows(
+    _max_pool2d,
+    lambda x, kh, kw, sh, sw, top, left, out, argmax: (
+        _max_pool2d_backward,
+        (out, argmax, kh, kw, sh, sw, top, left, x),
+    ),
+)

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from glassnet._environment import available_cores, local_processes
+from glassnet.kernels import first_run
 
 # Below this many elements of work per thread a second thread costs more than it saves
 # (a hand-over to the pool and back is ~20-50 microseconds).
@@ -74,6 +75,8 @@ def parallel_for(kernel: Callable[..., Any], n: int, *args: Any, work: int | Non
     """``kernel(*args, first, last)`` over ``range(n)`` cut into contiguous ranges, one per
     thread: at most :func:`get_num_threads`, and fewer when ``work`` (the elements the whole
     call touches, default n) gives each less than MIN_WORK_PER_THREAD."""
+    if kernel not in first_run.ready:
+        first_run.prepare(kernel, args)
     work = n if work is None else work
     threads = max(1, min(_threads, n, work // MIN_WORK_PER_THREAD))
     if threads == 1:

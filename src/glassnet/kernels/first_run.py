@@ -1,0 +1,231 @@
+"""A first run on a new machine compiles its kernels on both cores, each kernel once.
+
+With an empty kernel cache, the seeds' convnet compiles seven kernels in its first training
+step: four or five seconds of Numba on one core. Two things shorten that:
+
+* **The backward kernels compile in a second process.** The first time a forward kernel runs
+  on a cold cache, this process asks a helper (``python -m glassnet.kernels.first_run``,
+  started once) to compile the backward kernel that will follow it, for the argument types it
+  will get (:func:`follows` declares the pairs beside the kernels). The helper compiles the
+  most recent request first (a backward pass runs in reverse) into the shared disk cache,
+  while this process goes on with its forward pass; it exits when it has been idle a while.
+* **A lock per kernel.** Every process compiles or loads a kernel while holding a file lock
+  beside its cache entry, so whoever comes second waits and loads the other's work from the
+  cache instead of compiling it again: the helper and this process, or the ranks of an MPI
+  job starting together.
+
+Same compiler, same CPU, same machine code: what a run computes does not depend on who
+compiled what. Nothing is started under MPI (the ranks already use the cores), on one core,
+on a warm cache, without ``fcntl`` (Windows), or with ``GLASSNET_BACKGROUND_COMPILE=0``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import select
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glassnet._environment import available_cores, local_processes
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks and no helper; every process compiles for itself
+    fcntl = None
+
+HELPER_VARIABLE = "GLASSNET_COMPILE_HELPER"  # set in the helper's environment
+IDLE_SECONDS = 20.0  # the helper exits after this long without a request
+
+_Followers = Callable[..., tuple[Any, tuple]]
+_followers: dict[Any, _Followers] = {}
+ready: set[Any] = set()  # kernels compiled or loaded in this process
+_lock = threading.Lock()
+_helper: subprocess.Popen | None = None
+_helper_tried = False
+
+
+def follows(forward: Any, backward: _Followers) -> None:
+    """Declare that ``backward(*forward_args)`` gives the kernel (and its arguments, for their
+    types) that a training step calls after ``forward``; called by the kernel modules."""
+    _followers[forward] = backward
+
+
+def prepare(kernel: Any, args: tuple) -> None:
+    """Before the first call of ``kernel`` in this process: ask the helper for its follower,
+    then compile it for ``args`` (or load it from the cache) under its file lock."""
+    if not hasattr(kernel, "py_func"):  # not a Numba dispatcher: nothing to compile
+        return
+    with _lock:
+        if kernel in ready:
+            return
+        follower = _followers.get(kernel)
+        if follower is not None:
+            _request(*follower(*args))
+        with kernel_lock(kernel):
+            kernel(*args, 0, 0)  # an empty range: compiles for these types, touches nothing
+        ready.add(kernel)
+
+
+@contextmanager
+def kernel_lock(kernel: Any) -> Iterator[None]:
+    """Hold an exclusive file lock beside ``kernel``'s disk cache (none where there is none)."""
+    path = _lock_path(kernel)
+    if path is None:
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a cache we cannot write: Numba will not cache there either
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_path(kernel: Any) -> Path | None:
+    cache_path = getattr(getattr(kernel, "_cache", None), "_cache_path", None)
+    py_func = getattr(kernel, "py_func", None)
+    if fcntl is None or cache_path is None or py_func is None:
+        return None
+    name = f"{py_func.__module__}.{py_func.__qualname__}-{py_func.__code__.co_firstlineno}"
+    return Path(cache_path) / f"{name.replace('<', '').replace('>', '')}.glassnet-lock"
+
+
+def describe(value: Any) -> str | None:
+    """One argument's Numba type as a word the helper can rebuild a value from, or None."""
+    if isinstance(value, np.ndarray):
+        layout = "C" if value.flags.c_contiguous else "F" if value.flags.f_contiguous else "A"
+        readonly = "" if value.flags.writeable else "r"
+        return f"a{value.dtype.str}{value.ndim}{layout}{readonly}"
+    if isinstance(value, (bool, np.bool_)):
+        return "b"
+    if isinstance(value, int):
+        return "i"
+    if isinstance(value, float):
+        return "f"
+    if isinstance(value, np.generic):
+        return f"s{value.dtype.str}"
+    return None
+
+
+def rebuild(word: str) -> Any:
+    """A small value of the type :func:`describe` wrote down (tiny arrays, zeros)."""
+    kind, rest = word[0], word[1:]
+    if kind == "b":
+        return False
+    if kind == "i":
+        return 0
+    if kind == "f":
+        return 0.0
+    if kind == "s":
+        return np.zeros((), np.dtype(rest))[()]
+    if kind != "a":
+        raise ValueError(f"unknown argument word {word!r}")
+    readonly = rest.endswith("r")
+    rest = rest.rstrip("r")
+    dtype, ndim, layout = np.dtype(rest[:3]), int(rest[3:-1]), rest[-1]
+    if layout == "A":  # a strided view: neither C- nor F-contiguous
+        array = np.zeros((2,) * max(ndim - 1, 0) + (4,) * (ndim > 0), dtype)[..., ::2]
+    else:
+        array = np.zeros((2,) * ndim, dtype, order=layout)
+    array.flags.writeable = not readonly
+    return array
+
+
+def _request(kernel: Any, args: tuple) -> None:
+    """Ask the helper (started if worth it) to compile ``kernel`` for ``args``' types."""
+    words = [describe(value) for value in args]
+    if None in words or not _helper_running():
+        return
+    line = " ".join([f"{kernel.py_func.__module__}:{kernel.py_func.__qualname__}", *words])
+    try:
+        _helper.stdin.write(line + "\n")
+        _helper.stdin.flush()
+    except (BrokenPipeError, OSError, ValueError):  # it has exited: compile here instead
+        pass
+
+
+def _helper_running() -> bool:
+    global _helper, _helper_tried
+    if not _helper_tried:
+        _helper_tried = True
+        if _helper_wanted():
+            env = {**os.environ, HELPER_VARIABLE: "1"}
+            _helper = subprocess.Popen(
+                [sys.executable, "-m", "glassnet.kernels.first_run"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                text=True,
+            )
+    return _helper is not None and _helper.poll() is None
+
+
+def _helper_wanted() -> bool:
+    from glassnet.kernels import cache_is_warm  # the package imports this module
+
+    switch = os.environ.get("GLASSNET_BACKGROUND_COMPILE", "1").strip().lower()
+    return (
+        fcntl is not None
+        and switch not in ("0", "false", "off")
+        and not os.environ.get(HELPER_VARIABLE)
+        and local_processes(os.environ) == 1
+        and available_cores() >= 2
+        and not cache_is_warm()
+    )
+
+
+def serve(fd: int = 0, idle_seconds: float = IDLE_SECONDS) -> None:
+    """The helper's loop: read requests from ``fd``, compile the newest first, and exit at
+    end of file (the process that started it has ended) or after ``idle_seconds`` idle."""
+    pending: list[str] = []
+    seen: set[str] = set()
+    buffer = b""
+    while True:
+        readable, _, _ = select.select([fd], [], [], 0 if pending else idle_seconds)
+        if readable:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                request = line.decode("ascii", "replace").strip()
+                if request and request not in seen:
+                    seen.add(request)
+                    pending.append(request)
+            continue
+        if not pending:
+            return
+        _compile(pending.pop())
+
+
+def _compile(request: str) -> None:
+    """Compile one ``module:qualname word...`` request, under the kernel's lock."""
+    target, *words = request.split()
+    module_name, _, qualname = target.partition(":")
+    if not module_name.startswith("glassnet.kernels."):
+        return  # only our own kernels, whatever the pipe says
+    kernel = getattr(importlib.import_module(module_name), qualname, None)
+    if kernel is None or not hasattr(kernel, "py_func"):
+        return
+    try:
+        with kernel_lock(kernel):
+            kernel(*[rebuild(word) for word in words], 0, 0)
+    except Exception:
+        pass
+
+
+if __name__ == "__main__":
+    serve()

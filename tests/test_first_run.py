@@ -1,0 +1,214 @@
+"""A first run's compiling (glassnet.kernels.first_run): the helper compiles the backward
+kernels a training step will call, for exactly the types it will call them with; file locks
+keep two processes from compiling one kernel; the helper runs only our own kernels."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numba
+import numpy as np
+import pytest
+
+from glassnet import kernels, nn
+from glassnet.kernels import conv as conv_kernels
+from glassnet.kernels import first_run
+
+pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="the Numba kernels are off")
+
+
+@pytest.mark.parametrize("value", [
+    np.zeros((3, 4), np.float32),
+    np.zeros((3, 4), np.float64, order="F"),
+    np.zeros((3, 4, 5), np.float32)[:, ::2],
+    np.zeros(6, np.int8)[::2],
+    np.zeros((2, 1, 3, 3, 2, 2), np.float32),
+    np.zeros(5, np.int64),
+    np.zeros(()),
+    3, 2.5, True, np.float32(0.1), np.int32(7),
+])  # fmt: skip
+def test_a_described_argument_is_rebuilt_with_the_same_numba_type(value):
+    word = first_run.describe(value)
+    assert " " not in word
+    assert numba.typeof(first_run.rebuild(word)) == numba.typeof(value)
+
+
+def test_a_read_only_array_is_rebuilt_read_only():
+    value = np.zeros((2, 3), np.float32)
+    value.flags.writeable = False
+    rebuilt = first_run.rebuild(first_run.describe(value))
+    assert not rebuilt.flags.writeable
+    assert numba.typeof(rebuilt) == numba.typeof(value)
+
+
+def test_what_cannot_be_described_is_not_requested():
+    assert first_run.describe("text") is None
+    assert first_run.describe(None) is None
+
+
+def _training_step(model, x, y):
+    loss = nn.CrossEntropyLoss()
+    loss(model(x), y)
+    model.backward(loss.backward())
+
+
+def _bn_model(rng):
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, rng=rng),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 10, rng=rng),
+    )
+
+
+@pytest.mark.parametrize("make_model", [lambda rng: nn.convnet(rng=rng), _bn_model])
+def test_each_requested_backward_kernel_is_called_with_the_types_requested(monkeypatch, make_model):
+    """What the helper is asked to compile is what the training step then calls: every
+    request's (kernel, argument types) is one of the step's own first calls."""
+    calls, requests = set(), set()
+
+    def record_prepare(kernel, args):
+        calls.add((kernel, tuple(first_run.describe(a) for a in args)))
+        follower = first_run._followers.get(kernel)
+        if follower is not None:
+            backward, backward_args = follower(*args)
+            requests.add((backward, tuple(first_run.describe(a) for a in backward_args)))
+
+    monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(first_run, "prepare", record_prepare)
+    rng = np.random.default_rng(0)
+    model = make_model(rng)
+    size = 28 if len(model) > 6 else 8
+    x = rng.standard_normal((4, 1, size, size)).astype(np.float32)
+    _training_step(model, x, np.arange(4) % 10)
+    assert requests, "the model's forward kernels declare what follows them"
+    assert requests <= calls, f"requested but not called so: {requests - calls}"
+
+
+def _run(code, env, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env, capture_output=True, text=True, timeout=300, **kwargs,
+    )  # fmt: skip
+
+
+def test_the_helper_compiles_the_backward_kernels_a_first_step_then_loads(tmp_path):
+    """With an empty cache, the forward pass asks the helper for the backward kernels; once
+    they are in the cache, the backward pass loads them instead of compiling them."""
+    code = """
+        import time
+        from pathlib import Path
+        import numpy as np
+        from glassnet import nn
+        from glassnet.kernels import conv, pool, activation, first_run
+
+        cache = Path(__import__("os").environ["NUMBA_CACHE_DIR"])
+        model, loss = nn.convnet(rng=np.random.default_rng(0)), nn.CrossEntropyLoss()
+        x = np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32)
+        loss(model(x), np.arange(8) % 10)
+        assert first_run._helper is not None, "no helper started on an empty cache"
+        backward = [conv._col2im, pool._max_pool2d_backward, activation._relu_backward_inplace]
+        deadline = time.monotonic() + 240
+        names = ["conv._col2im", "pool._max_pool2d_backward", "activation._relu_backward_inplace"]
+        while not all(any(cache.rglob(name + "-*.nbi")) for name in names):
+            assert time.monotonic() < deadline, "the helper did not fill the cache"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the index file is written last; let the data file's write settle
+        model.backward(loss.backward())
+        for kernel in backward:
+            assert sum(kernel.stats.cache_hits.values()) == 1, kernel
+            assert sum(kernel.stats.cache_misses.values()) == 0, kernel
+        print("ok")
+    """
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "1"}
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
+def test_no_helper_when_switched_off(tmp_path):
+    code = """
+        import numpy as np
+        from glassnet import nn
+        from glassnet.kernels import first_run
+        nn.convnet()(np.zeros((2, 1, 28, 28), np.float32))
+        print(first_run._helper)
+    """
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "0"}
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "None"
+
+
+def test_a_process_waits_for_the_kernel_another_holds_the_lock_of():
+    """While this test holds im2col's lock, another process's first convolution waits; it
+    goes on once the lock is released (from the warm cache it would take milliseconds)."""
+    code = """
+        import sys
+        import numpy as np
+        from glassnet.functional.conv import im2col
+        x = np.zeros((2, 3, 5, 5), np.float32)
+        print("started", flush=True)
+        im2col(x, (3, 3))
+        print("done", flush=True)
+    """
+    x = np.zeros((2, 5, 5, 3), np.float32)
+    conv_kernels.im2col(x, 1, 1, 0, 0, np.empty((2, 3, 3, 3, 3, 3), np.float32))  # cached
+    env = {**os.environ, "GLASSNET_BACKGROUND_COMPILE": "0"}
+    with first_run.kernel_lock(conv_kernels._im2col):
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(3)
+        assert child.poll() is None, "the child did not wait for the lock"
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0
+    assert out.strip() == "done"
+
+
+def test_the_helper_serves_the_newest_request_first_and_only_our_kernels(monkeypatch):
+    served = []
+    monkeypatch.setattr(first_run, "_compile", served.append)
+    read, write = os.pipe()
+    os.write(write, b"glassnet.kernels.conv:_im2col a\nglassnet.kernels.pool:_x b\n")
+    os.write(write, b"glassnet.kernels.conv:_im2col a\n")  # a repeat is served once
+    first_run.serve(read, idle_seconds=0.5)  # returns when idle
+    assert served == ["glassnet.kernels.pool:_x b", "glassnet.kernels.conv:_im2col a"]
+    os.write(write, b"glassnet.kernels.conv:_col2im a\n")
+    os.close(write)
+    first_run.serve(read, idle_seconds=30)  # returns at once at end of file, work or not
+    os.close(read)
+    assert len(served) == 2
+
+
+def test_the_helper_leaves_when_idle():
+    read, write = os.pipe()
+    start = time.monotonic()
+    first_run.serve(read, idle_seconds=0.2)
+    assert time.monotonic() - start < 5
+    os.close(read)
+    os.close(write)
+
+
+@pytest.mark.parametrize("request_line", [
+    "os:system i",  # not one of our kernels: never imported, never called
+    "glassnet.kernels.conv:im2col a<f44C",  # a Python wrapper, not a kernel
+    "glassnet.kernels.conv:_nothing_here i",
+    "glassnet.kernels.conv:_im2col zzz",  # a word that does not describe a type
+])  # fmt: skip
+def test_a_request_for_anything_else_is_ignored(monkeypatch, request_line):
+    imported = []
+    real_import = first_run.importlib.import_module
+    monkeypatch.setattr(
+        first_run.importlib,
+        "import_module",
+        lambda name: imported.append(name) or real_import(name),
+    )
+    first_run._compile(request_line)  # no exception, nothing run
+    assert all(name.startswith("glassnet.kernels.") for name in imported)
