@@ -11,7 +11,7 @@ side, then training and inference throughput (images per second), and writes --j
 
 from __future__ import annotations
 
-import glassnet  # noqa: F401  # isort: skip  (first: it sets OpenBLAS's environment, see README)
+import glassnet  # isort: skip  (first: it sets OpenBLAS's environment, see README)
 
 import argparse
 import ctypes
@@ -125,9 +125,10 @@ def measure_throughput(torch, x_train, y_train, rounds: int = 7):
         model.backward(loss_fn.backward(), need_input_grad=False)
         optimizer.step()
 
-    def ours_infer():
+    def ours_infer():  # as PyTorch's below: eval mode, no gradient kept
         model.eval()
-        model(xi)
+        with glassnet.no_grad():
+            model(xi)
 
     net = torch_model(torch)
     torch_opt = torch.optim.Adam(net.parameters())

@@ -31,6 +31,8 @@ from glassnet.nn.module import Module, is_grad_enabled, require_cache
 class _FromOutput(Module):
     """An elementwise activation ``y = f(x)`` whose derivative is a function of y, kept."""
 
+    samplewise = True
+
     _function: Callable[[np.ndarray], np.ndarray]  # x -> y
     _backward: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (grad_out, y) -> grad_x
 
@@ -72,6 +74,8 @@ class GELU(Module):
     (GPT-2's form); "none" (the default) is exact, through erf.
     """
 
+    samplewise = True
+
     def __init__(self, approximate: GeluApproximation = "none") -> None:
         super().__init__()
         check_approximate(approximate)
@@ -96,6 +100,8 @@ class LeakyReLU(Module):
     ``inplace=True`` overwrites the input with the output; backward then reads the signs from
     the output, which (as in PyTorch) needs ``negative_slope >= 0``.
     """
+
+    samplewise = True
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
@@ -132,6 +138,8 @@ class Identity(Module):
 
     A placeholder, e.g. where a normalization layer is switched off.
     """
+
+    samplewise = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()

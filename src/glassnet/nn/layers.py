@@ -41,6 +41,8 @@ def _init_weight_and_bias(
 class Linear(Module):
     """``y = x W^T + b``: x (N, D_in) -> y (N, D_out), weight (D_out, D_in); as torch.nn.Linear."""
 
+    samplewise = True
+
     def __init__(
         self,
         in_features: int,
@@ -93,6 +95,8 @@ class Conv2d(Module):
     - kH) // sH + 1 (see :mod:`glassnet.functional.conv`). The initialisation uses
     fan_in = C_in * kH * kW.
     """
+
+    samplewise = True
 
     def __init__(
         self,
@@ -171,6 +175,8 @@ class ReLU(Module):
     nothing else keeps the input, e.g. right after a Conv2d or Linear, as in ``convnet()``.
     """
 
+    samplewise = True
+
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = bool(inplace)
@@ -200,6 +206,8 @@ class ReLU(Module):
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...), as ``torch.nn.Flatten()``."""
 
+    samplewise = True
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x_shape = x.shape
         return x.reshape(x.shape[0], -1)
@@ -214,6 +222,8 @@ class Dropout(Module):
     Inverted dropout, as ``torch.nn.Dropout``: in eval mode it is the identity. The mask comes
     from ``rng`` (share the trainer's Generator so that a run can be resumed exactly).
     """
+
+    samplewise = True
 
     def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
         super().__init__()

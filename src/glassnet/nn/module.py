@@ -150,6 +150,11 @@ class Module:
 
     training: bool
     _registered_name: str | None = None
+    #: Whether, in eval mode, each sample's output depends on that sample alone (no batch
+    #: statistics, nothing mixed across the batch). :class:`Sequential` runs a large
+    #: inference batch in slices only when all its layers say so; a user's module says
+    #: False unless it sets this.
+    samplewise: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -496,8 +501,19 @@ def call_backward(backward: Callable, grad_out: np.ndarray, need_input_grad: boo
     return grad if need_input_grad else None
 
 
+# Inference slices (Sequential): the samples of the probe slice, and about how many bytes the
+# biggest activation of a slice may take (measured on the seeds' convnet at batch 1000: slices
+# of 125-250 images, 11-22 MB for the first activation, ran 1.4x faster than the whole batch;
+# 64 images were slower again).
+PROBE_SAMPLES = 16
+SLICE_BYTES = 16 << 20
+
+
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse.
+
+    Inference on a big batch (eval mode inside :func:`no_grad`, every layer ``samplewise``)
+    runs it in slices whose activations stay in cache: the same numbers, less memory.
 
     Indexing gives a layer, slicing a Sequential of the same layer objects; ``append`` adds one.
     Children are named "0", "1", ... as in ``torch.nn.Sequential``.
@@ -534,7 +550,53 @@ class Sequential(Module):
     def constructor_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return tuple(self._modules.values()), {}
 
+    @property
+    def samplewise(self) -> bool:  # type: ignore[override]
+        return all(layer.samplewise for layer in self._modules.values())
+
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if self._runs_in_slices(x):
+            return self._forward_in_slices(x)
+        return self._forward_whole(x)
+
+    def _runs_in_slices(self, x: object) -> bool:
+        """Inference (eval mode, no gradient) on a batch bigger than a probe slice, through
+        layers that are all samplewise: no layer keeps anything for a backward pass, and
+        each sample's output is the same whatever else is in its slice."""
+        return (
+            not self.training
+            and not is_grad_enabled()
+            and isinstance(x, np.ndarray)
+            and x.ndim >= 1
+            and len(x) > PROBE_SAMPLES
+            and self.samplewise
+        )
+
+    def _forward_in_slices(self, x: np.ndarray) -> np.ndarray:
+        """The batch a slice at a time, each slice's biggest activation about SLICE_BYTES.
+
+        A big batch's activations outgrow the caches, and buffers above glibc's 32 MB mmap
+        threshold are page-faulted in afresh on every call (an 86 MB activation cost 22 ms
+        of faults here, more than filling it). The probe slice measures the biggest
+        activation per sample; the other slices are sized from it.
+        """
+        probe, largest = x[:PROBE_SAMPLES], 0
+        for layer in self._modules.values():
+            probe = layer(probe)
+            largest = max(largest, probe.nbytes if isinstance(probe, np.ndarray) else 0)
+        if not isinstance(probe, np.ndarray) or probe.ndim < 1:  # not a batch: no slicing
+            return self._forward_whole(x)
+        step = max(PROBE_SAMPLES, SLICE_BYTES * PROBE_SAMPLES // max(largest, 1))
+        out = np.empty((len(x), *probe.shape[1:]), dtype=probe.dtype)
+        out[:PROBE_SAMPLES] = probe
+        for start in range(PROBE_SAMPLES, len(x), step):
+            piece = x[start : start + step]
+            for layer in self._modules.values():
+                piece = layer(piece)
+            out[start : start + step] = piece
+        return out
+
+    def _forward_whole(self, x: np.ndarray) -> np.ndarray:
         for layer in self._modules.values():
             x = layer(x)
         return x

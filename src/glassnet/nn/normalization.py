@@ -68,6 +68,11 @@ class _BatchNorm(Module):
         self.register_buffer("num_batches_tracked", count)
         self._cache: BatchNormCache | None = None
 
+    @property
+    def samplewise(self) -> bool:  # type: ignore[override]
+        """In eval mode with running statistics, each sample is normalised on its own."""
+        return self.running_mean is not None and self.running_var is not None
+
     def _check_input(self, x: np.ndarray) -> None:
         name = type(self).__name__
         if np.ndim(x) not in self._input_ranks:

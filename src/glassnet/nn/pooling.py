@@ -33,6 +33,8 @@ def _plain(value: object) -> object:
 class _Pool2d(Module):
     """Shared bookkeeping for the windowed pools: validated arguments and the input shape."""
 
+    samplewise = True
+
     def __init__(self, kernel_size: Size, stride: Size | None, padding: Size) -> None:
         super().__init__()
         self.kernel_size = _plain(kernel_size)
@@ -111,6 +113,8 @@ class AdaptiveAvgPool2d(Module):
     """Mean over PyTorch's adaptive bins to a fixed ``output_size`` (int, or a pair whose None
     keeps that input size): as ``torch.nn.AdaptiveAvgPool2d``. ``output_size=1`` is global
     average pooling."""
+
+    samplewise = True
 
     def __init__(self, output_size: Size | tuple[int | None, int | None]) -> None:
         super().__init__()
