@@ -21,6 +21,7 @@ on a warm cache, without ``fcntl`` (Windows), or with ``GLASSNET_BACKGROUND_COMP
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import select
@@ -170,7 +171,16 @@ def _helper_running() -> bool:
                 env=env,
                 text=True,
             )
+            atexit.register(_release_helper)
     return _helper is not None and _helper.poll() is None
+
+
+def _release_helper() -> None:
+    """At exit: close the request pipe, which tells the helper to leave."""
+    try:
+        _helper.stdin.close()
+    except (OSError, ValueError):
+        pass
 
 
 def _helper_wanted() -> bool:
