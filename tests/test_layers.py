@@ -388,3 +388,58 @@ def test_inplace_relu_gives_the_same_numbers_and_reuses_the_buffers():
     read_only = grad.copy()
     read_only.flags.writeable = False
     np.testing.assert_array_equal(inplace.backward(read_only), expected_g)  # not overwritten
+
+
+class _WrittenOrderReLU(ReLU):
+    """A ReLU subclass: ``commutes_with`` is not inherited, so Sequential keeps its place."""
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_relu_before_max_pool_runs_after_it_with_the_same_numbers(path, dtype, inplace, padding):
+    def model(relu):
+        rng = np.random.default_rng(3)
+        conv = Conv2d(2, 3, 3, padding=1, rng=rng, dtype=dtype)
+        conv.bias.data[0] = -10  # channel 0 below 0 everywhere: no gradient either way
+        pool = MaxPool2d(3, stride=2, padding=padding)
+        return Sequential(
+            conv,
+            relu(inplace=inplace),
+            pool,
+            Flatten(),
+            Linear(27 if padding else 12, 4, rng=rng, dtype=dtype),
+        )
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 2, 6, 6)).astype(dtype)
+    x[1, :, :3] = 0.5  # ties
+    target = rng.integers(0, 4, 5)
+    results = []
+    for relu in (ReLU, _WrittenOrderReLU):
+        net, loss = model(relu), CrossEntropyLoss()
+        out = net(x.copy())
+        loss(out, target)
+        grad_x = net.backward(loss.backward())
+        results.append((out, grad_x, [p.grad for p in net.parameters()]))
+        expected = [MaxPool2d, ReLU] if relu is ReLU else [relu, MaxPool2d]
+        assert [type(layer) for layer in net._run_order()[1:3]] == expected
+    (out, grad_x, grads), (out_0, grad_x_0, grads_0) = results
+    np.testing.assert_array_equal(out, out_0)
+    np.testing.assert_array_equal(grad_x, grad_x_0)
+    for g, g_0 in zip(grads, grads_0, strict=True):
+        np.testing.assert_array_equal(g, g_0)
+    assert grads[1][0] == 0 and not grads[0][0].any() and grads[1][1:].all()
+
+
+def test_a_trace_shows_the_layers_in_the_order_written():
+    model = Sequential(Conv2d(1, 2, 3), ReLU(inplace=True), MaxPool2d(2), Flatten())
+    assert [type(layer) for layer in model._run_order()[:3]] == [Conv2d, MaxPool2d, ReLU]
+    steps = trace(Sequential(model, Linear(8, 3)), (1, 6, 6))
+    assert [step.layer for step in steps][:4] == [
+        "0.0 Conv2d",
+        "0.1 ReLU",
+        "0.2 MaxPool2d",
+        "0.3 Flatten",
+    ]
+    assert steps[1].output_shape == (1, 2, 4, 4)

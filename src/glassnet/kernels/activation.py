@@ -70,6 +70,11 @@ def _relu_backward_inplace(grad, y, first, last):
 
 
 # What a training step runs after each forward kernel (see glassnet.kernels.first_run): an
-# in-place ReLU takes its gradient in place too, another writes a new one.
+# in-place ReLU takes its gradient in place too; another writes a new one, or, when the
+# gradient comes in another layout (from a Flatten), copies it into y's and works in place.
 follows(_relu_inplace, lambda x: (_relu_backward_inplace, (x, x)))
-follows(_relu, lambda x, out: (_relu_backward, (out, out, x)))
+follows(
+    _relu,
+    lambda x, out: (_relu_backward_inplace, (out, x)),
+    lambda x, out: (_relu_backward, (out, out, x)),
+)

@@ -45,30 +45,31 @@ except ImportError:  # Windows: no locks and no helper; every process compiles f
 HELPER_VARIABLE = "GLASSNET_COMPILE_HELPER"  # set in the helper's environment
 IDLE_SECONDS = 20.0  # the helper exits after this long without a request
 
-_Followers = Callable[..., tuple[Any, tuple]]
-_followers: dict[Any, _Followers] = {}
+_Follower = Callable[..., tuple[Any, tuple]]
+_followers: dict[Any, tuple[_Follower, ...]] = {}
 ready: set[Any] = set()  # kernels compiled or loaded in this process
 _lock = threading.Lock()
 _helper: subprocess.Popen | None = None
 _helper_tried = False
 
 
-def follows(forward: Any, backward: _Followers) -> None:
-    """Declare that ``backward(*forward_args)`` gives the kernel (and its arguments, for their
-    types) that a training step calls after ``forward``; called by the kernel modules."""
-    _followers[forward] = backward
+def follows(forward: Any, *followers: _Follower) -> None:
+    """Declare that each ``follower(*forward_args)`` gives the kernel (and its arguments, for their
+    types) that a training step calls after ``forward``; called by the kernel modules. Give
+    more than one follower where the step's choice depends on what comes later (a ReLU's
+    gradient arrives in its own layout, or in another one that is copied first)."""
+    _followers[forward] = followers
 
 
 def prepare(kernel: Any, args: tuple) -> None:
-    """Before the first call of ``kernel`` in this process: ask the helper for its follower,
+    """Before the first call of ``kernel`` in this process: ask the helper for its followers,
     then compile it for ``args`` (or load it from the cache) under its file lock."""
     if not hasattr(kernel, "py_func"):  # not a Numba dispatcher: nothing to compile
         return
     with _lock:
         if kernel in ready:
             return
-        follower = _followers.get(kernel)
-        if follower is not None:
+        for follower in _followers.get(kernel, ()):
             _request(*follower(*args))
         with kernel_lock(kernel):
             kernel(*args, 0, 0)  # an empty range: compiles for these types, touches nothing

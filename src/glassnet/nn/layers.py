@@ -14,7 +14,7 @@ from glassnet.functional.activation import relu, relu_backward
 from glassnet.functional.conv import as_pair, conv2d, conv2d_backward, conv_padding, unfold
 from glassnet.functional.softmax import softmax
 from glassnet.nn.module import Module, Parameter, is_grad_enabled, positive_int, require_cache
-from glassnet.nn.pooling import MaxPool2d  # noqa: F401  (it moved there; old imports work)
+from glassnet.nn.pooling import MaxPool2d  # also importable from here, where it used to live
 
 INITS = ("pytorch", "glorot")
 
@@ -176,6 +176,10 @@ class ReLU(Module):
     """
 
     samplewise = True
+    # Max pooling picks the same value, and sends the gradient to the same input, whether
+    # ReLU runs before or after it: ReLU never reorders numbers, and a window whose maximum
+    # is <= 0 gets a zero gradient either way. After the pool it sees a quarter of them.
+    commutes_with = (MaxPool2d,)
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
