@@ -135,12 +135,22 @@ def test_kernels_and_numpy_build_the_same_patches_bit_for_bit():
         with kernels.disabled():
             slow = im2col(x, kernel, stride, padding)
         np.testing.assert_array_equal(fast, slow)
+        for ones in (
+            im2col(x, kernel, stride, padding, ones_column=True),
+            unfold(x, kernel, stride, padding),
+        ):
+            assert ones.shape == (len(fast), fast.shape[1] + 1)
+            np.testing.assert_array_equal(ones[:, :-1], fast)
+            np.testing.assert_array_equal(ones[:, -1], 1)
+        with kernels.disabled():
+            slow = im2col(x, kernel, stride, padding, ones_column=True)
+        np.testing.assert_array_equal(ones, slow)
 
 
 def test_unfold_layouts_have_the_strided_output_size():
     x = np.zeros((2, 3, 7, 6))
     assert unfold(x, (2, 3), (2, 1), (1, 2)).shape == (3 * 2 * 3 + 1, 2, 4, 8)
-    assert unfold(np.zeros((2, 8, 7, 6)), (4, 4), 1, "same").shape == (2 * 7 * 6, 4 * 4 * 8)
+    assert unfold(np.zeros((2, 8, 7, 6)), (4, 4), 1, "same").shape == (2 * 7 * 6, 4 * 4 * 8 + 1)
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,7 @@ def test_a_process_waits_for_the_kernel_another_holds_the_lock_of():
         print("done", flush=True)
     """
     x = np.zeros((2, 5, 5, 3), np.float32)
-    conv_kernels.im2col(x, 1, 1, 0, 0, np.empty((2, 3, 3, 3, 3, 3), np.float32))  # cached
+    conv_kernels.im2col(x, 3, 3, 1, 1, 0, 0, 3, 3, np.empty((18, 27), np.float32))  # cached
     env = {**os.environ, "GLASSNET_BACKGROUND_COMPILE": "0"}
     with first_run.kernel_lock(conv_kernels._im2col):
         child = subprocess.Popen(

@@ -40,7 +40,11 @@ CONV_CASES = [  # (N, C_in, H, W, C_out, k, stride, padding)
 path = kernel_paths.kernel_path  # the fixture: run a test on the Numba kernels, then NumPy
 
 
-@pytest.mark.parametrize("layout", [im2col, tap_rows, None])
+def _with_ones(x, *geometry):
+    return im2col(x, *geometry, ones_column=True)
+
+
+@pytest.mark.parametrize("layout", [im2col, _with_ones, tap_rows, unfold, None])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n,c_in,h,w,c_out,k,stride,padding", CONV_CASES)
 def test_conv2d_matches_loop_reference(
@@ -66,7 +70,7 @@ def test_conv2d_matches_loop_reference(
 
 def test_unfold_picks_the_layout_by_channel_count():
     assert unfold(np.zeros((2, 1, 5, 5)), (3, 3)).shape == (1 * 9 + 1, 2, 3, 3)
-    assert unfold(np.zeros((2, 8, 5, 5)), (3, 3)).shape == (2 * 9, 9 * 8)
+    assert unfold(np.zeros((2, 8, 5, 5)), (3, 3)).shape == (2 * 9, 9 * 8 + 1)
     bias_row = tap_rows(np.zeros((2, 3, 5, 5)), (3, 3), 2, 1)[-1]
     np.testing.assert_array_equal(bias_row, np.ones((2, 3, 3)))
 

@@ -17,13 +17,16 @@ channel vectors from it. Any layout is accepted as input; ``np.ascontiguousarray
 output into ordinary NCHW memory if you need it.
 
 "cols" holds every patch an output pixel sees, in one of two layouts (:func:`unfold` picks):
-  pixel-major (N * L, K)            a row per output pixel, (i, j, c) order: copies move C
-                                    contiguous channels; for many input channels
+  pixel-major (N * L, K + 1)        a row per output pixel, (i, j, c) order, then a 1: copies
+                                    move C contiguous channels; for many input channels
   tap-major   (K + 1, N, H_out, W_out)  a row per kernel tap (c, i, j) plus a row of ones:
                                     K copies of whole shifted images; for few input channels
                                     (the first layer), where the pixel-major copies would move
-                                    1-3 numbers at a time. The ones row carries the bias
-                                    through the product, and brings dL/db out of dL/dW's.
+                                    1-3 numbers at a time.
+In both the ones carry the bias through the product (no pass over the output to add it), and
+bring dL/db out of dL/dW's product (no pass over the gradient to sum it). :func:`im2col` alone
+gives the plain (N * L, K) rows, the adjoint of :func:`col2im`; the functions below take those
+too.
 The loops in :mod:`glassnet.functional.reference` are the oracle for both; pixel-major im2col
 and its adjoint have Numba kernels (:mod:`glassnet.kernels.conv`) that the tests hold to the
 NumPy code here. They run when :func:`glassnet.kernels.enabled` says so.
@@ -156,27 +159,36 @@ def pad_spatial(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0
 
 
 def im2col(
-    x: np.ndarray, kernel_size: tuple[int, int], stride: Stride = 1, padding: Padding = 0
+    x: np.ndarray,
+    kernel_size: tuple[int, int],
+    stride: Stride = 1,
+    padding: Padding = 0,
+    ones_column: bool = False,
 ) -> np.ndarray:
     """Patches of ``x`` (N, C, H, W) as rows: (N * H_out * W_out, kH * kW * C).
 
     Row ``(n, y, x)`` holds the zero-padded window at ``(sH * y, sW * x)``, ordered
-    (i, j, c): channels innermost, so every copy moves C contiguous numbers.
+    (i, j, c): channels innermost, so every copy moves C contiguous numbers. With
+    ``ones_column`` each row ends in one more number, 1: it multiplies the bias in the
+    product, as the tap-major layout's row of ones does.
     """
     kh, kw = kernel_size
     (sh, sw), pads, (h_out, w_out) = geometry(x.shape, kernel_size, stride, padding)
     n, c = x.shape[:2]
+    k = kh * kw * c
+    cols = np.empty((n * h_out * w_out, k + ones_column), dtype=x.dtype)
     x_nhwc = channels_last(x)
     if use_kernels(x):
-        cols = np.empty((n, h_out, w_out, kh, kw, c), dtype=x.dtype)
-        conv_kernels.im2col(x_nhwc, sh, sw, pads[0], pads[2], cols)
-        return cols.reshape(n * h_out * w_out, kh * kw * c)
+        conv_kernels.im2col(x_nhwc, kh, kw, sh, sw, pads[0], pads[2], h_out, w_out, cols)
+        return cols
     if any(pads):
         top, bottom, left, right = pads
         x_nhwc = np.pad(x_nhwc, ((0, 0), (top, bottom), (left, right), (0, 0)))
     windows = sliding_window_view(x_nhwc, (kh, kw), axis=(1, 2))  # (N, H', W', C, kH, kW)
     windows = windows[:, : sh * h_out : sh, : sw * w_out : sw]
-    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
+    cols[:, :k].reshape(n, h_out, w_out, kh, kw, c)[...] = windows.transpose(0, 1, 2, 4, 5, 3)
+    cols[:, k:] = 1
+    return cols
 
 
 def col2im(
@@ -233,11 +245,12 @@ def tap_rows(
 def unfold(
     x: np.ndarray, kernel_size: tuple[int, int], stride: Stride = 1, padding: Padding = 0
 ) -> np.ndarray:
-    """Patches in the layout that is faster for ``x``: tap-major (4-D) below 8 input
-    channels, else pixel-major (2-D). :func:`conv2d` and :func:`conv2d_backward` take both."""
+    """Patches in the layout that is faster for ``x``, each with a 1 for the bias: tap-major
+    (4-D) below 8 input channels, else pixel-major (2-D) with a ones column.
+    :func:`conv2d` and :func:`conv2d_backward` take both, and :func:`im2col`'s plain rows."""
     if x.shape[1] <= TAP_MAJOR_MAX_IN_CHANNELS:
         return tap_rows(x, kernel_size, stride, padding)
-    return im2col(x, kernel_size, stride, padding)
+    return im2col(x, kernel_size, stride, padding, ones_column=True)
 
 
 def conv2d(
@@ -254,7 +267,8 @@ def conv2d(
     Args:
         x: (N, C_in, H, W). weight: (C_out, C_in, kH, kW). bias: (C_out,) or None.
         stride: int or (sH, sW). padding: int, (pH, pW), "same" or "valid" (zeros; see above).
-        cols: ``unfold(x, ...)`` (either layout) if the caller keeps it for the backward pass.
+        cols: ``unfold(x, ...)`` (either layout; or ``im2col``'s plain rows) if the caller
+            keeps it for the backward pass.
         max_cols_bytes: without ``cols``, pixel-major patches are built a batch slice at a
             time, at most this big (they stay in cache; inference on big batches).
     Returns:
@@ -276,22 +290,33 @@ def conv2d(
     if cols is None and c_in <= TAP_MAJOR_MAX_IN_CHANNELS:
         cols = tap_rows(x, (kh, kw), stride, padding)
     if cols is not None and cols.ndim == 4:  # tap-major: [taps; 1]^T @ [W^T; b]
-        bias_row = np.zeros(c_out, dtype) if bias is None else bias
-        w_t = np.concatenate([weight.reshape(c_out, -1).T, bias_row[None]]).astype(dtype)
-        np.matmul(cols.reshape(len(cols), -1).T, w_t, out=rows)
+        w_b = _with_bias_row(weight.reshape(c_out, -1).T, bias, dtype)  # (c, i, j) order
+        np.matmul(cols.reshape(len(cols), -1).T, w_b, out=rows)
         return nchw_view(out)
-    w_t = weight_matrix(weight).T  # (K, C_out)
-    if cols is not None:
-        np.matmul(cols, w_t, out=rows)
-    else:
-        per_image = h_out * w_out * kh * kw * c_in * x.itemsize
-        step = max(1, max_cols_bytes // per_image)
-        for start in range(0, n, step):
-            piece = slice(start * h_out * w_out, (start + step) * h_out * w_out)
-            np.matmul(im2col(x[start : start + step], (kh, kw), stride, padding), w_t, rows[piece])
-    if bias is not None:
-        rows += bias
+    k = kh * kw * c_in
+    w_b = _with_bias_row(weight_matrix(weight).T, bias, dtype)  # (i, j, c) order
+    if cols is not None:  # pixel-major: [patch, 1] @ [W^T; b], or im2col's plain rows
+        if cols.shape[1] == k + 1:
+            np.matmul(cols, w_b, out=rows)
+        else:
+            np.matmul(cols, w_b[:k], out=rows)
+            if bias is not None:
+                rows += bias
+        return nchw_view(out)
+    per_image = h_out * w_out * (k + 1) * x.itemsize
+    step = max(1, max_cols_bytes // per_image)
+    for start in range(0, n, step):
+        piece = slice(start * h_out * w_out, (start + step) * h_out * w_out)
+        patches = im2col(x[start : start + step], (kh, kw), stride, padding, ones_column=True)
+        np.matmul(patches, w_b, out=rows[piece])
     return nchw_view(out)
+
+
+def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """[W^T; b] (K + 1, C_out): what multiplies patches that end in a 1 (b = 0 if None).
+    ``w_t`` is (K, C_out), its rows in the patches' order."""
+    bias_row = np.zeros(w_t.shape[1], dtype) if bias is None else bias
+    return np.concatenate([w_t, bias_row[None]]).astype(dtype, copy=False)
 
 
 def conv2d_backward(
@@ -323,10 +348,16 @@ def conv2d_backward(
         grad_w = np.ascontiguousarray(both[:-1].T).reshape(weight.shape)
         grad_b = both[-1].copy()
     else:
-        # dL/dW = grad^T cols: every output pixel adds (its gradient) x (the patch it saw)
-        grad_w = (grad_2d.T @ cols).reshape(c_out, *kernel, -1)
+        # dL/dW = grad^T cols: every output pixel adds (its gradient) x (the patch it saw);
+        # the ones column gives dL/db in the same product
+        both = grad_2d.T @ cols
+        k = weight[0].size
+        grad_w = both[:, :k].reshape(c_out, *kernel, -1)
         grad_w = np.ascontiguousarray(grad_w.transpose(0, 3, 1, 2))
-        grad_b = np.ones(len(grad_2d), grad_2d.dtype) @ grad_2d  # a product: faster than sum
+        if cols.shape[1] == k + 1:
+            grad_b = both[:, k].copy()
+        else:
+            grad_b = np.ones(len(grad_2d), grad_2d.dtype) @ grad_2d  # faster than a sum
     if not need_grad_x:
         return None, grad_w, grad_b
     # dL/dcols = grad W, then every patch's gradient goes back to the pixels it read

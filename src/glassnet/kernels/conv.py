@@ -28,33 +28,39 @@ from glassnet.kernels.first_run import follows
 from glassnet.kernels.threads import parallel_for
 
 
-def im2col(x, sh, sw, top, left, cols):
-    """cols[n, y, x, i, j, :] = x[n, sh * y + i - top, sw * x + j - left, :], 0 outside x.
+def im2col(x, kh, kw, sh, sw, top, left, h_out, w_out, cols):
+    """cols[(n, y, x), (i, j, c)] = x[n, sh * y + i - top, sw * x + j - left, c], 0 outside x;
+    a last column beyond the kH * kW * C of a patch, if cols has one, is set to 1.
 
-    x (N, H, W, C); cols (N, H_out, W_out, kH, kW, C), i.e. (N * L, kH * kW * C) as rows.
+    x (N, H, W, C); cols (N * H_out * W_out, kH * kW * C [+ 1]), C-contiguous.
     """
-    parallel_for(_im2col, x.shape[0], x, sh, sw, top, left, cols, work=cols.size)
+    parallel_for(_im2col, x.shape[0], x, kh, kw, sh, sw, top, left, h_out, w_out, cols,
+                 work=cols.size)  # fmt: skip
     return cols
 
 
 @njit(nogil=True, cache=True)
-def _im2col(x, sh, sw, top, left, cols, first, last):
+def _im2col(x, kh, kw, sh, sw, top, left, h_out, w_out, cols, first, last):
     """:func:`im2col` for images first..last-1."""
     h, w, c = x.shape[1:]
-    h_out, w_out, kh, kw = cols.shape[1:5]
+    k = kh * kw * c
     for b in range(first, last):
         for y in range(h_out):
             for xo in range(w_out):
+                r = (b * h_out + y) * w_out + xo
                 for i in range(kh):
                     row = sh * y + i - top
                     for j in range(kw):
                         col = sw * xo + j - left
+                        base = (i * kw + j) * c
                         if 0 <= row < h and 0 <= col < w:
                             for ch in range(c):
-                                cols[b, y, xo, i, j, ch] = x[b, row, col, ch]
+                                cols[r, base + ch] = x[b, row, col, ch]
                         else:
                             for ch in range(c):
-                                cols[b, y, xo, i, j, ch] = 0
+                                cols[r, base + ch] = 0
+                if cols.shape[1] > k:
+                    cols[r, k] = 1
     return cols
 
 
@@ -91,4 +97,11 @@ def _col2im(grad_cols, sh, sw, top, left, grad_x, first, last):
 
 
 # What a training step runs after the forward kernel (see glassnet.kernels.first_run).
-follows(_im2col, lambda x, sh, sw, top, left, cols: (_col2im, (cols, sh, sw, top, left, x)))
+# (col2im takes the patches' gradient as (N, H_out, W_out, kH, kW, C): an array of that type)
+follows(
+    _im2col,
+    lambda x, kh, kw, sh, sw, top, left, h_out, w_out, cols: (
+        _col2im,
+        (x.reshape(*x.shape, 1, 1), sh, sw, top, left, x),
+    ),
+)
