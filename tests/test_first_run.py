@@ -14,6 +14,7 @@ import pytest
 
 from glassnet import kernels, nn
 from glassnet.kernels import conv as conv_kernels
+from glassnet.kernels import cross_entropy as ce_kernels
 from glassnet.kernels import first_run
 
 pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="the Numba kernels are off")
@@ -135,6 +136,34 @@ def test_the_helper_compiles_the_backward_kernels_a_first_step_then_loads(tmp_pa
     assert run.stdout.strip() == "ok"
 
 
+def test_the_loss_kernel_compiles_in_the_helper_before_the_forward_pass_reaches_it(tmp_path):
+    code = """
+        import time
+        from pathlib import Path
+        import numpy as np
+        from glassnet import nn
+        from glassnet.kernels import cross_entropy, first_run
+
+        cache = Path(__import__("os").environ["NUMBA_CACHE_DIR"])
+        loss = nn.CrossEntropyLoss()  # asks the helper for its kernel: nothing else has run
+        assert first_run._helper is not None, "no helper started on an empty cache"
+        deadline = time.monotonic() + 240
+        while not any(cache.rglob("cross_entropy._rows_kernel*.nbi")):
+            assert time.monotonic() < deadline, "the helper did not compile the loss kernel"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the index file is written last; let the data file's write settle
+        loss(np.zeros((4, 10), np.float32), np.arange(4))
+        kernel = cross_entropy._rows_kernel(True, False, False)
+        assert sum(kernel.stats.cache_hits.values()) == 1, kernel.stats
+        assert sum(kernel.stats.cache_misses.values()) == 0, kernel.stats
+        print("ok")
+    """
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "1"}
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
 def test_no_helper_when_switched_off(tmp_path):
     code = """
         import numpy as np
@@ -192,6 +221,72 @@ def test_the_helper_serves_the_newest_request_first_and_only_our_kernels(monkeyp
     assert len(served) == 2
 
 
+def test_kernels_asked_for_ahead_are_served_first_in_the_order_asked(monkeypatch):
+    served = []
+    monkeypatch.setattr(first_run, "_compile", served.append)
+    read, write = os.pipe()
+    os.write(write, b"glassnet.kernels.pool:_a a\nahead glassnet.kernels.x:_b b\n")
+    os.write(write, b"glassnet.kernels.pool:_c c\nahead glassnet.kernels.x:_d d\n")
+    os.write(write, b"glassnet.kernels.x:_b b\n")  # asked for ahead already: served once
+    first_run.serve(read, idle_seconds=0.5)
+    os.close(read)
+    os.close(write)
+    assert served == [
+        "glassnet.kernels.x:_b b",
+        "glassnet.kernels.x:_d d",
+        "glassnet.kernels.pool:_c c",
+        "glassnet.kernels.pool:_a a",
+    ]
+
+
+def test_a_kernel_built_by_a_factory_is_named_so_the_helper_finds_it():
+    kernel = ce_kernels._rows_kernel(True, False, True)
+    assert kernel.first_run_name == "_rows_kernel/1/0/1"
+    assert first_run._resolve("glassnet.kernels.cross_entropy:_rows_kernel/1/0/1") is kernel
+    assert ce_kernels._rows_kernel(True, False, True) is kernel  # built once per flags
+
+
+@pytest.mark.parametrize("flags", [(False, False, False), (True, True, False), (True, False, True)])
+def test_the_loss_layer_asks_ahead_for_the_kernel_its_forward_calls(monkeypatch, flags):
+    """What CrossEntropyLoss's constructor asks the helper for is exactly the (kernel, types)
+    its forward pass then prepares, for each of the options that pick another kernel."""
+    inplace, smoothing, weighted = flags
+    asked, called = [], []
+    monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(
+        first_run,
+        "_request",
+        lambda kernel, args, ahead=False: asked.append(
+            (kernel, tuple(map(first_run.describe, args)), ahead)
+        ),
+    )
+    monkeypatch.setattr(
+        first_run,
+        "prepare",
+        lambda kernel, args: called.append((kernel, tuple(map(first_run.describe, args)))),
+    )
+    weight = np.linspace(0.5, 2, 10, dtype=np.float32) if weighted else None
+    loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1 * smoothing, inplace=inplace)
+    assert [ahead for *_, ahead in asked] == [True]
+    logits = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
+    loss(logits, np.arange(6) % 10)
+    assert called == [(kernel, words) for kernel, words, _ in asked]
+
+
+def test_linear_cross_entropy_asks_ahead_for_the_kernel_its_chunks_call(monkeypatch):
+    asked, called = [], []
+    monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(
+        first_run, "_request", lambda kernel, args, ahead=False: asked.append((kernel, args))
+    )
+    monkeypatch.setattr(first_run, "prepare", lambda kernel, args: called.append((kernel, args)))
+    layer = nn.LinearCrossEntropy(8, 10, label_smoothing=0.1, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
+    layer(x, np.arange(6))
+    describe = [(kernel, tuple(map(first_run.describe, args))) for kernel, args in asked]
+    assert describe == [(kernel, tuple(map(first_run.describe, args))) for kernel, args in called]
+
+
 def test_the_helper_leaves_when_idle():
     read, write = os.pipe()
     start = time.monotonic()
@@ -206,6 +301,9 @@ def test_the_helper_leaves_when_idle():
     "glassnet.kernels.conv:im2col a<f44C",  # a Python wrapper, not a kernel
     "glassnet.kernels.conv:_nothing_here i",
     "glassnet.kernels.conv:_im2col zzz",  # a word that does not describe a type
+    "glassnet.kernels.conv:_im2col/1 a<f44C",  # flags for a kernel that no factory builds
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0 i",  # too few flags
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/2 i",  # a flag that is not 0 or 1
 ])  # fmt: skip
 def test_a_request_for_anything_else_is_ignored(monkeypatch, request_line):
     imported = []

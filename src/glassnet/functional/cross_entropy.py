@@ -168,6 +168,14 @@ def cross_entropy_forward(
     return reduce_loss(row_loss, cache), cache
 
 
+def expect_kernel(inplace: bool = False, label_smoothing: float = 0.0, weighted: bool = False):
+    """Name the fused kernel a training loss with these options will call, so that a first
+    run on an empty kernel cache compiles it in the background while the forward pass
+    compiles its own (``glassnet.kernels.first_run``); nothing when the kernels are off."""
+    if ce_kernels is not None and kernels.enabled():
+        ce_kernels.expect_training_kernel(inplace, label_smoothing > 0, weighted)
+
+
 def inplace_possible(logits: np.ndarray) -> bool:
     """Whether ``cross_entropy_forward(logits, ..., inplace=True)`` can write the gradient into
     ``logits``: the kernels are on and logits is a writeable, C-contiguous float32 (N, C) array

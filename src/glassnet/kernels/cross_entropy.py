@@ -22,7 +22,6 @@ exactly the effective-target formulation of the reference (docs/derivations.md, 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -30,6 +29,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from glassnet.kernels.first_run import expect, kernel_factory
 from glassnet.kernels.threads import parallel_for
 
 F = np.float32
@@ -115,7 +115,7 @@ def _smoothing_sums(row, m, weight, has_weight):
     return count, w_total, wz_total
 
 
-@functools.cache
+@kernel_factory
 def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool):
     """The row kernel specialised to one case, compiled (and cached) on its first use.
 
@@ -207,6 +207,18 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool):
         return loss
 
     return kernel
+
+
+def expect_training_kernel(inplace: bool, smoothing: bool, weighted: bool) -> None:
+    """Tell a first run (:func:`first_run.expect`) which kernel a training loss will call, for
+    the argument types :func:`cross_entropy_rows` will give it (float32 logits, class
+    indices), so that an empty cache compiles it beside the forward pass."""
+    logits, rows = np.zeros((1, 1), F), np.zeros(1, F)
+    out = logits if inplace else np.zeros((1, 1), F)
+    weight = rows if weighted else np.ones(1, F)
+    labels = np.zeros(1, np.int64)
+    args = (logits, labels, rows, weight, weighted, F(0.0), rows, out, rows)
+    expect(_rows_kernel(True, inplace, smoothing), args)
 
 
 def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=None):

@@ -9,6 +9,10 @@ step: four or five seconds of Numba on one core. Two things shorten that:
   will get (:func:`follows` declares the pairs beside the kernels). The helper compiles the
   most recent request first (a backward pass runs in reverse) into the shared disk cache,
   while this process goes on with its forward pass; it exits when it has been idle a while.
+* **The loss kernel compiles ahead.** The forward kernels are known only as the forward pass
+  reaches them, but the loss at its end is known when the loss layer is made:
+  :func:`expect` sends the helper that kernel at once, so it compiles while this process
+  compiles the forward kernels before it.
 * **A lock per kernel.** Every process compiles or loads a kernel while holding a file lock
   beside its cache entry, so whoever comes second waits and loads the other's work from the
   cache instead of compiling it again: the helper and this process, or the ranks of an MPI
@@ -22,6 +26,7 @@ on a warm cache, without ``fcntl`` (Windows), or with ``GLASSNET_BACKGROUND_COMP
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import os
 import select
@@ -43,6 +48,7 @@ except ImportError:  # Windows: no locks and no helper; every process compiles f
     fcntl = None
 
 HELPER_VARIABLE = "GLASSNET_COMPILE_HELPER"  # set in the helper's environment
+AHEAD = "ahead"  # the first word of a request to serve before the others
 IDLE_SECONDS = 20.0  # the helper exits after this long without a request
 
 _Follower = Callable[..., tuple[Any, tuple]]
@@ -51,6 +57,7 @@ ready: set[Any] = set()  # kernels compiled or loaded in this process
 _lock = threading.Lock()
 _helper: subprocess.Popen | None = None
 _helper_tried = False
+_requested: set[str] = set()  # request lines sent to the helper
 
 
 def follows(forward: Any, *followers: _Follower) -> None:
@@ -59,6 +66,33 @@ def follows(forward: Any, *followers: _Follower) -> None:
     more than one follower where the step's choice depends on what comes later (a ReLU's
     gradient arrives in its own layout, or in another one that is copied first)."""
     _followers[forward] = followers
+
+
+def kernel_factory(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a function of booleans that builds a kernel specialised to them (a closure):
+    each set of flags is built once, and its kernel carries a name the helper resolves back
+    to it (``factory/1/0/0``), which a closure's qualname alone does not."""
+
+    @functools.cache
+    def make(*flags: bool) -> Any:
+        kernel = factory(*flags)
+        kernel.first_run_name = "/".join([factory.__name__, *(str(int(f)) for f in flags)])
+        return kernel
+
+    functools.update_wrapper(make, factory)
+    make.makes_kernels = True
+    return make
+
+
+def expect(kernel: Any, args: tuple) -> None:
+    """Ask a first run's helper to compile ``kernel`` for ``args``' types now, ahead of its
+    first call: for a kernel known before the forward kernels that precede it (the loss).
+    Nothing on a warm cache, under MPI, or once this process has the kernel."""
+    if not hasattr(kernel, "py_func"):
+        return
+    with _lock:
+        if kernel not in ready:
+            _request(kernel, args, ahead=True)
 
 
 def prepare(kernel: Any, args: tuple) -> None:
@@ -145,12 +179,15 @@ def rebuild(word: str) -> Any:
     return array
 
 
-def _request(kernel: Any, args: tuple) -> None:
-    """Ask the helper (started if worth it) to compile ``kernel`` for ``args``' types."""
+def _request(kernel: Any, args: tuple, ahead: bool = False) -> None:
+    """Ask the helper (started if worth it) to compile ``kernel`` for ``args``' types; one
+    asked for ``ahead`` comes before the backward kernels."""
     words = [describe(value) for value in args]
-    if None in words or not _helper_running():
+    name = getattr(kernel, "first_run_name", kernel.py_func.__qualname__)
+    line = " ".join([AHEAD] * ahead + [f"{kernel.py_func.__module__}:{name}", *words])
+    if None in words or line in _requested or not _helper_running():
         return
-    line = " ".join([f"{kernel.py_func.__module__}:{kernel.py_func.__qualname__}", *words])
+    _requested.add(line)
     try:
         _helper.stdin.write(line + "\n")
         _helper.stdin.flush()
@@ -199,43 +236,62 @@ def _helper_wanted() -> bool:
 
 
 def serve(fd: int = 0, idle_seconds: float = IDLE_SECONDS) -> None:
-    """The helper's loop: read requests from ``fd``, compile the newest first, and exit at
-    end of file (the process that started it has ended) or after ``idle_seconds`` idle."""
+    """The helper's loop: read requests from ``fd``; compile those asked for ahead first (in
+    the order asked), then the rest newest first; exit at end of file (the process that
+    started it has ended) or after ``idle_seconds`` idle."""
+    ahead: list[str] = []
     pending: list[str] = []
     seen: set[str] = set()
     buffer = b""
     while True:
-        readable, _, _ = select.select([fd], [], [], 0 if pending else idle_seconds)
+        readable, _, _ = select.select([fd], [], [], 0 if ahead or pending else idle_seconds)
         if readable:
             chunk = os.read(fd, 65536)
             if not chunk:
                 return
             *lines, buffer = (buffer + chunk).split(b"\n")
             for line in lines:
-                request = line.decode("ascii", "replace").strip()
+                words = line.decode("ascii", "replace").split()
+                queue = ahead if words[:1] == [AHEAD] else pending
+                request = " ".join(words[1:] if queue is ahead else words)
                 if request and request not in seen:
                     seen.add(request)
-                    pending.append(request)
+                    queue.append(request)
             continue
-        if not pending:
+        if not (ahead or pending):
             return
-        _compile(pending.pop())
+        _compile(ahead.pop(0) if ahead else pending.pop())
 
 
 def _compile(request: str) -> None:
     """Compile one ``module:qualname word...`` request, under the kernel's lock."""
     target, *words = request.split()
-    module_name, _, qualname = target.partition(":")
-    if not module_name.startswith("glassnet.kernels."):
-        return  # only our own kernels, whatever the pipe says
-    kernel = getattr(importlib.import_module(module_name), qualname, None)
-    if kernel is None or not hasattr(kernel, "py_func"):
+    kernel = _resolve(target)
+    if kernel is None:
         return
     try:
         with kernel_lock(kernel):
             kernel(*[rebuild(word) for word in words], 0, 0)
     except Exception:
         pass
+
+
+def _resolve(target: str) -> Any:
+    """The kernel a request names: ``module:name``, or ``module:factory/1/0`` for one built by
+    a :func:`kernel_factory`; None for anything that is not one of our kernels."""
+    module_name, _, name = target.partition(":")
+    if not module_name.startswith("glassnet.kernels."):
+        return None  # only our own kernels, whatever the pipe says
+    name, *flags = name.split("/")
+    kernel = getattr(importlib.import_module(module_name), name, None)
+    if flags:
+        if not getattr(kernel, "makes_kernels", False) or not set(flags) <= {"0", "1"}:
+            return None
+        try:
+            kernel = kernel(*(flag == "1" for flag in flags))
+        except TypeError:  # the wrong number of flags
+            return None
+    return kernel if hasattr(kernel, "py_func") else None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from glassnet.functional.cross_entropy import (
     check_weight,
     cross_entropy_backward_from_cache,
     cross_entropy_forward,
+    expect_kernel,
     inplace_possible,
 )
 from glassnet.functional.losses import (
@@ -70,6 +71,7 @@ class CrossEntropyLoss:
         self.inplace = inplace
         self.reuse_gradient = reuse_gradient
         self._cache: CrossEntropyCache | None = None
+        expect_kernel(inplace, label_smoothing, weight is not None)
 
     def forward(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Loss of ``logits`` (N, C, ...) against ``target``; keeps what backward needs."""
@@ -158,6 +160,8 @@ class LinearCrossEntropy(Module):
         self._grad_x: np.ndarray | None = None
         self._grad_w: np.ndarray | None = None
         self._grad_b: np.ndarray | None = None
+        if np.dtype(dtype) == np.float32:  # its chunks' logits take their gradient in place
+            expect_kernel(True, label_smoothing, weight is not None)
 
     def forward(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """The loss; dL/dx and dL/dW (for grad_output = 1) are computed on the way."""
