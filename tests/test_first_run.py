@@ -16,6 +16,7 @@ from glassnet import kernels, nn
 from glassnet.kernels import conv as conv_kernels
 from glassnet.kernels import cross_entropy as ce_kernels
 from glassnet.kernels import first_run
+from glassnet.kernels import pool as pool_kernels
 
 pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="the Numba kernels are off")
 
@@ -253,6 +254,7 @@ def test_the_loss_layer_asks_ahead_for_the_kernel_its_forward_calls(monkeypatch,
     inplace, smoothing, weighted = flags
     asked, called = [], []
     monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(first_run, "_helper_tried", False)  # as in a new process
     monkeypatch.setattr(
         first_run,
         "_request",
@@ -276,6 +278,7 @@ def test_the_loss_layer_asks_ahead_for_the_kernel_its_forward_calls(monkeypatch,
 def test_linear_cross_entropy_asks_ahead_for_the_kernel_its_chunks_call(monkeypatch):
     asked, called = [], []
     monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(first_run, "_helper_tried", False)  # as in a new process
     monkeypatch.setattr(
         first_run, "_request", lambda kernel, args, ahead=False: asked.append((kernel, args))
     )
@@ -285,6 +288,26 @@ def test_linear_cross_entropy_asks_ahead_for_the_kernel_its_chunks_call(monkeypa
     layer(x, np.arange(6))
     describe = [(kernel, tuple(map(first_run.describe, args))) for kernel, args in asked]
     assert describe == [(kernel, tuple(map(first_run.describe, args))) for kernel, args in called]
+
+
+def test_a_first_convolution_asks_ahead_for_its_fused_weight_gradient_kernel(monkeypatch):
+    """Conv2d's training forward asks for the kernel that takes its weight gradient through
+    the MaxPool2d after it, with the types Sequential's fused backward then calls it with."""
+    asked, called = [], []
+    monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(first_run, "_helper_tried", False)  # as in a new process
+    monkeypatch.setattr(
+        first_run, "_request", lambda kernel, args, ahead=False: asked.append((kernel, args))
+    )
+    monkeypatch.setattr(first_run, "prepare", lambda kernel, args: called.append((kernel, args)))
+    model = nn.Sequential(nn.Conv2d(3, 4, (3, 2), padding=1), nn.MaxPool2d(2), nn.Flatten())
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    model(x)
+    model.backward(np.ones((2, 4 * 4 * 4), np.float32), need_input_grad=False)
+    fused = pool_kernels._conv_weight_grad_2x2(3, 2, 3)
+    words = [(k, tuple(map(first_run.describe, a))) for k, a in asked if k is fused]
+    assert len(words) == 1
+    assert words[0] in [(k, tuple(map(first_run.describe, a))) for k, a in called]
 
 
 def test_the_helper_leaves_when_idle():
@@ -303,7 +326,8 @@ def test_the_helper_leaves_when_idle():
     "glassnet.kernels.conv:_im2col zzz",  # a word that does not describe a type
     "glassnet.kernels.conv:_im2col/1 a<f44C",  # flags for a kernel that no factory builds
     "glassnet.kernels.cross_entropy:_rows_kernel/1/0 i",  # too few flags
-    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/2 i",  # a flag that is not 0 or 1
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/x i",  # a flag that is not a number
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/1000 i",  # nor a small one
 ])  # fmt: skip
 def test_a_request_for_anything_else_is_ignored(monkeypatch, request_line):
     imported = []

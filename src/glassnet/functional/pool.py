@@ -19,9 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from glassnet.functional.conv import (
+    TAP_MAJOR_MAX_IN_CHANNELS,
     Geometry,
     as_pair,
     channels_last,
+    conv2d_backward,
     geometry,
     nchw_view,
     pad_spatial,
@@ -147,6 +149,73 @@ def max_pool2d_backward(
         else:
             target += routed
     return _unpad(grad, x_shape, geo)
+
+
+def conv2d_weight_grad_through_max_pool(
+    grad_out: np.ndarray,
+    argmax: np.ndarray,
+    x: np.ndarray,
+    weight_shape: tuple[int, int, int, int],
+    stride: Size = 1,
+    padding: Size | str = 0,
+    pool_size: Size = 2,
+    pool_stride: Size | None = None,
+    pool_padding: Size = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dL/dW, dL/db) of a convolution whose output went straight into a max pooling, from the
+    pooling's ``grad_out`` and ``argmax``, for a first layer (no dL/dx wanted).
+
+    It equals :func:`max_pool2d_backward` followed by ``conv2d_backward(need_grad_x=False)``,
+    and that pair is what runs in general. For 2 x 2 windows and few input channels (a first
+    layer) a kernel computes it without making the pair's (N, C_out, H1, W1) intermediate,
+    three quarters zeros: each pooled gradient meets the input under its window's argmax.
+
+    Args:
+        grad_out, argmax: (N, C_out, H_p, W_p), the pooling's. x: the convolution's input
+            (N, C_in, H, W). weight_shape: (C_out, C_in, kH, kW). stride, padding: the
+            convolution's. pool_size, pool_stride, pool_padding: the pooling's.
+    """
+    kernel = tuple(weight_shape[2:])
+    conv_geo = geometry(x.shape, kernel, stride, padding)
+    conv_shape = (x.shape[0], weight_shape[0], *conv_geo.out)
+    (pkh, pkw), pool_geo = pool_geometry(conv_shape, pool_size, pool_stride, pool_padding)
+    if (
+        (pkh, pkw) != (2, 2)
+        or x.shape[1] > TAP_MAJOR_MAX_IN_CHANNELS
+        or not use_kernels(x, grad_out)
+    ):
+        grad_conv = max_pool2d_backward(
+            grad_out, argmax, conv_shape, pool_size, pool_stride, pool_padding
+        )
+        weight = np.broadcast_to(np.zeros((), x.dtype), weight_shape)  # only its shape is read
+        _, grad_w, grad_b = conv2d_backward(grad_conv, x, weight, None, stride, padding, False)
+        return grad_w, grad_b
+    (psh, psw), (ptop, _, pleft, _), (h_p, w_p) = pool_geo
+    (sh, sw), (top, _, left, _), _ = conv_geo
+    c_out, c_in = weight_shape[:2]
+    # Pad x so that every read is inside it: the convolution's pads, a pixel's worth for
+    # each row or column of the pooling's, and at the end what the last window reaches.
+    n, _, h, w = x.shape
+    pad_top, pad_left = top + sh * ptop, left + sw * pleft
+    pad_bottom = max(0, sh * (psh * (h_p - 1) + 1) + kernel[0] - pad_top - h)
+    pad_right = max(0, sw * (psw * (w_p - 1) + 1) + kernel[1] - pad_left - w)
+    xp = channels_last(pad_spatial(x, (pad_top, pad_bottom, pad_left, pad_right)))
+    per_image = np.empty((n, kernel[0] * kernel[1] * c_in + 1, c_out), x.dtype)
+    pool_kernels.conv_weight_grad_2x2(
+        channels_last(grad_out), channels_last(argmax), psh, psw, xp, *kernel, sh, sw, per_image
+    )
+    both = per_image.sum(axis=0)  # per image first: the same sums on any number of threads
+    grad_w = both[:-1].T.reshape(c_out, *kernel, c_in).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(grad_w), both[-1]
+
+
+def expect_weight_grad_through_max_pool(x: np.ndarray, weight_shape: tuple[int, ...]) -> None:
+    """Name the kernel :func:`conv2d_weight_grad_through_max_pool` would run for this input
+    and weight, so that a first run on an empty kernel cache compiles it in the background
+    (``glassnet.kernels.first_run``); nothing where that kernel would not run."""
+    c_in, kh, kw = weight_shape[1:]
+    if x.ndim == 4 and c_in <= TAP_MAJOR_MAX_IN_CHANNELS and use_kernels(x):
+        pool_kernels.expect_conv_weight_grad_2x2(kh, kw, c_in, x.dtype)
 
 
 def _avg_divisor(

@@ -124,6 +124,8 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool):
     instead of four, which cuts its compile time by about 3x. Numba keys its disk cache on
     the closure's values, so each case is cached on its own.
     """
+    # (bools, also when the helper asks with 1 and 0: the disk cache keys on their values)
+    want_grad, inplace, smoothing = bool(want_grad), bool(inplace), bool(smoothing)
     store = want_grad and not smoothing  # keep the exps in the gradient as they are summed
 
     @njit(fastmath=FAST, nogil=True, cache=True)

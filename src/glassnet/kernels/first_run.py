@@ -9,10 +9,12 @@ step: four or five seconds of Numba on one core. Two things shorten that:
   will get (:func:`follows` declares the pairs beside the kernels). The helper compiles the
   most recent request first (a backward pass runs in reverse) into the shared disk cache,
   while this process goes on with its forward pass; it exits when it has been idle a while.
-* **The loss kernel compiles ahead.** The forward kernels are known only as the forward pass
-  reaches them, but the loss at its end is known when the loss layer is made:
-  :func:`expect` sends the helper that kernel at once, so it compiles while this process
-  compiles the forward kernels before it.
+* **Some kernels compile ahead.** The forward kernels are known only as the forward pass
+  reaches them, but the loss at its end is known when the loss layer is made, and a first
+  convolution's fused weight gradient (the step's last kernel) when it runs forward:
+  :func:`expect` sends the helper those at once. It compiles them while this process
+  compiles the forward kernels, and this process then compiles the backward kernels it
+  reaches before the helper does.
 * **A lock per kernel.** Every process compiles or loads a kernel while holding a file lock
   beside its cache entry, so whoever comes second waits and loads the other's work from the
   cache instead of compiling it again: the helper and this process, or the ranks of an MPI
@@ -69,12 +71,12 @@ def follows(forward: Any, *followers: _Follower) -> None:
 
 
 def kernel_factory(factory: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a function of booleans that builds a kernel specialised to them (a closure):
-    each set of flags is built once, and its kernel carries a name the helper resolves back
-    to it (``factory/1/0/0``), which a closure's qualname alone does not."""
+    """Decorate a function of booleans or small ints that builds a kernel specialised to them
+    (a closure): each set of values is built once, and its kernel carries a name the helper
+    resolves back to it (``factory/1/0/0``), which a closure's qualname alone does not."""
 
     @functools.cache
-    def make(*flags: bool) -> Any:
+    def make(*flags: int) -> Any:
         kernel = factory(*flags)
         kernel.first_run_name = "/".join([factory.__name__, *(str(int(f)) for f in flags)])
         return kernel
@@ -85,11 +87,13 @@ def kernel_factory(factory: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def expect(kernel: Any, args: tuple) -> None:
-    """Ask a first run's helper to compile ``kernel`` for ``args``' types now, ahead of its
-    first call: for a kernel known before the forward kernels that precede it (the loss).
+    """Ask a first run's helper to compile ``kernel`` for ``args``' types now, ahead of the
+    backward kernels, for a kernel no forward kernel names as its follower (the loss, a
+    first layer's fused weight gradient): the helper compiles it while this process
+    compiles the forward pass's, and this process the backward ones it reaches first.
     Nothing on a warm cache, under MPI, or once this process has the kernel."""
-    if not hasattr(kernel, "py_func"):
-        return
+    if not hasattr(kernel, "py_func") or (_helper_tried and _helper is None):
+        return  # (the second test: no helper in this process, the common case after a check)
     with _lock:
         if kernel not in ready:
             _request(kernel, args, ahead=True)
@@ -278,17 +282,20 @@ def _compile(request: str) -> None:
 
 def _resolve(target: str) -> Any:
     """The kernel a request names: ``module:name``, or ``module:factory/1/0`` for one built by
-    a :func:`kernel_factory`; None for anything that is not one of our kernels."""
+    a :func:`kernel_factory` (flags of at most 3 digits); None for anything that is not one
+    of our kernels."""
     module_name, _, name = target.partition(":")
     if not module_name.startswith("glassnet.kernels."):
         return None  # only our own kernels, whatever the pipe says
     name, *flags = name.split("/")
     kernel = getattr(importlib.import_module(module_name), name, None)
     if flags:
-        if not getattr(kernel, "makes_kernels", False) or not set(flags) <= {"0", "1"}:
+        if not getattr(kernel, "makes_kernels", False) or not all(
+            flag.isascii() and flag.isdigit() and len(flag) <= 3 for flag in flags
+        ):
             return None
         try:
-            kernel = kernel(*(flag == "1" for flag in flags))
+            kernel = kernel(*map(int, flags))
         except TypeError:  # the wrong number of flags
             return None
     return kernel if hasattr(kernel, "py_func") else None

@@ -8,9 +8,10 @@ by the caller, and padding is implicit (a tap outside the image is never picked)
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from glassnet.kernels.first_run import follows
+from glassnet.kernels.first_run import expect, follows, kernel_factory
 from glassnet.kernels.threads import parallel_for
 
 
@@ -95,7 +96,78 @@ def _max_pool2d_backward(grad_out, argmax, kh, kw, sh, sw, top, left, grad_x, fi
     return grad_x
 
 
-# What a training step runs after the forward kernel (see glassnet.kernels.first_run).
+def conv_weight_grad_2x2(grad_out, argmax, psh, psw, x, kh, kw, sh, sw, acc):
+    """A convolution's weight gradient straight from the gradient of the 2 x 2 max pooling
+    that follows it: acc[n] = image n's [dL/dW^T; dL/db] ((kH * kW * C_in + 1, C_out), rows
+    in (i, j, c) order, the bias's last).
+
+    What it replaces: max_pool2d_backward scatters grad_out onto the convolution's output, three
+    quarters of it zeros, and the weight gradient's product reads that back. Here, per tap, the
+    four input values under a window's four pixels are loaded once and each channel picks the
+    one its argmax names (a vector select), so the scattered array is never made.
+
+    grad_out, argmax (N, H_p, W_p, C_out): the pooling's, 2 x 2 windows at stride (psh, psw).
+    x (N, H, W, C_in): the convolution's input (kh x kw windows, stride (sh, sw)), padded so
+    that window (yo, xo)'s first pixel reads from row sh * psh * yo, column sw * psw * xo,
+    and every read is inside (the caller pads for both layers; a pixel in the pooling's
+    padding is read but never picked).
+    """
+    kernel = _conv_weight_grad_2x2(kh, kw, x.shape[3])
+    parallel_for(kernel, x.shape[0], grad_out, argmax, psh, psw, x, sh, sw, acc,
+                 work=grad_out.size * acc.shape[1])  # fmt: skip
+    return acc
+
+
+def expect_conv_weight_grad_2x2(kh: int, kw: int, c_in: int, dtype: np.dtype) -> None:
+    """Ask a first run's helper (:func:`first_run.expect`) for the kernel above, as
+    :func:`conv_weight_grad_2x2` will call it for this convolution: the pooling after it
+    cannot name it as a follower, since it does not know the convolution's kernel size."""
+    image, index = np.zeros((1, 1, 1, 1), dtype), np.zeros((1, 1, 1, 1), np.int8)
+    args = (image, index, 1, 1, image, 1, 1, np.zeros((1, 1, 1), dtype))
+    expect(_conv_weight_grad_2x2(kh, kw, c_in), args)
+
+
+@kernel_factory
+def _conv_weight_grad_2x2(kh: int, kw: int, c_in: int):
+    """The kernel for one kernel size and input channel count: with those constant, LLVM
+    unrolls the taps and vectorises the loop over output channels (with them read at run
+    time it kept that loop scalar, 2x slower than the unfused pair)."""
+    kh, kw, c_in = int(kh), int(kw), int(c_in)  # (the disk cache keys on their values)
+    k = kh * kw * c_in
+
+    @njit(nogil=True, cache=True, fastmath={"contract"})
+    def kernel(grad_out, argmax, psh, psw, x, sh, sw, acc, first, last):
+        """:func:`conv_weight_grad_2x2` for images first..last-1."""
+        h_p, w_p, c_out = grad_out.shape[1:]
+        for b in range(first, last):
+            for t in range(k + 1):
+                for c in range(c_out):
+                    acc[b, t, c] = 0
+            for yo in range(h_p):
+                for xo in range(w_p):
+                    r0, c0 = sh * psh * yo, sw * psw * xo  # tap (0, 0) of the window's first pixel
+                    for c in range(c_out):
+                        acc[b, k, c] += grad_out[b, yo, xo, c]
+                    for i in range(kh):
+                        for j in range(kw):
+                            for ci in range(c_in):
+                                p00 = x[b, r0 + i, c0 + j, ci]
+                                p01 = x[b, r0 + i, c0 + sw + j, ci]
+                                p10 = x[b, r0 + sh + i, c0 + j, ci]
+                                p11 = x[b, r0 + sh + i, c0 + sw + j, ci]
+                                t = (i * kw + j) * c_in + ci
+                                for c in range(c_out):
+                                    o = argmax[b, yo, xo, c]
+                                    v = p00 if o == 0 else p01 if o == 1 else p10 if o == 2 else p11
+                                    acc[b, t, c] += grad_out[b, yo, xo, c] * v
+        return acc
+
+    return kernel
+
+
+# What a training step runs after the forward kernel (see glassnet.kernels.first_run). (After
+# a first convolution it is the fused weight gradient instead, which the convolution asks
+# for: expect_conv_weight_grad_2x2.)
 follows(
     _max_pool2d,
     lambda x, kh, kw, sh, sw, top, left, out, argmax: (

@@ -12,6 +12,10 @@ import numpy as np
 
 from glassnet.functional.activation import relu, relu_backward
 from glassnet.functional.conv import as_pair, conv2d, conv2d_backward, conv_padding, unfold
+from glassnet.functional.pool import (
+    conv2d_weight_grad_through_max_pool,
+    expect_weight_grad_through_max_pool,
+)
 from glassnet.functional.softmax import softmax
 from glassnet.nn.module import Module, Parameter, is_grad_enabled, positive_int, require_cache
 from glassnet.nn.pooling import MaxPool2d  # also importable from here, where it used to live
@@ -97,6 +101,9 @@ class Conv2d(Module):
     """
 
     samplewise = True
+    # As a Sequential's first layer (no dL/dx wanted), with a MaxPool2d running next, the
+    # weight gradient is taken from the pooling's output gradient: see backward_through.
+    backward_fuses_with = (MaxPool2d,)
 
     def __init__(
         self,
@@ -137,6 +144,8 @@ class Conv2d(Module):
         # builds them a batch slice at a time, and backward (if called) rebuilds them.
         training = keep and self.training
         self._cols = unfold(x, self.kernel_size, self.stride, self.padding) if training else None
+        if training:
+            expect_weight_grad_through_max_pool(x, self.weight.shape)  # a first run's compiling
         bias = None if self.bias is None else self.bias.data
         return conv2d(x, self.weight.data, bias, self.stride, self.padding, cols=self._cols)
 
@@ -151,10 +160,24 @@ class Conv2d(Module):
             self.padding,
             need_grad_x=need_input_grad,
         )
+        self._accumulate(grad_w, grad_b)
+        return grad_x
+
+    def backward_through(self, pool: MaxPool2d, grad_out: np.ndarray) -> None:
+        """What ``pool.backward(grad_out)`` then ``backward(..., need_input_grad=False)`` do,
+        for a ``pool`` that ran right after this layer, without the pooling's input gradient:
+        see :func:`glassnet.functional.pool.conv2d_weight_grad_through_max_pool`."""
+        require_cache(self, self._x)
+        argmax, window = pool.routing()
+        grad_w, grad_b = conv2d_weight_grad_through_max_pool(
+            grad_out, argmax, self._x, self.weight.shape, self.stride, self.padding, *window
+        )
+        self._accumulate(grad_w, grad_b)
+
+    def _accumulate(self, grad_w: np.ndarray, grad_b: np.ndarray) -> None:
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += grad_b
-        return grad_x
 
     def extra_repr(self) -> str:
         text = (

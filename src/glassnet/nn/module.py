@@ -506,6 +506,17 @@ def call_backward(backward: Callable, grad_out: np.ndarray, need_input_grad: boo
     return grad if need_input_grad else None
 
 
+def _fuses_backward(layers: list[Module]) -> bool:
+    """Whether the first two layers' backward runs as one (see Sequential.backward); not
+    for watched layers, so that a trace shows each layer's own backward."""
+    return (
+        len(layers) >= 2
+        and type(layers[1]) in type(layers[0]).__dict__.get("backward_fuses_with", ())
+        and not _replaced_on_instance(layers[0])
+        and not _replaced_on_instance(layers[1])
+    )
+
+
 def _replaced_on_instance(module: Module) -> bool:
     """Whether the instance's forward or backward has been replaced (a watcher's wrapper)."""
     return "forward" in module.__dict__ or "backward" in module.__dict__
@@ -631,9 +642,17 @@ class Sequential(Module):
         return layers
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Each layer's backward, last to first. Without ``need_input_grad``, a first layer
+        whose class lists the second's in ``backward_fuses_with`` (a Conv2d before a
+        MaxPool2d) takes its weight gradient through the second in one step
+        (``backward_through``): the second's input gradient is never made."""
         layers = self._run_order()
-        for i in range(len(layers) - 1, -1, -1):
+        fused = not need_input_grad and _fuses_backward(layers)
+        for i in range(len(layers) - 1, 1 if fused else -1, -1):
             grad_out = backward_of(layers[i], grad_out, need_input_grad=i > 0 or need_input_grad)
+        if fused:
+            layers[0].backward_through(layers[1], grad_out)
+            return None
         return grad_out
 
     def __getitem__(self, index: int | slice) -> Module:

@@ -77,6 +77,11 @@ class MaxPool2d(_Pool2d):
             return None
         return max_pool2d_backward(grad_out, self._argmax, self._x_shape, *self._window())
 
+    def routing(self) -> tuple[np.ndarray, tuple[Size, Size, Size]]:
+        """Where the last forward's gradient goes: (argmax, (kernel_size, stride, padding))."""
+        require_cache(self, self._argmax)
+        return self._argmax, self._window()
+
 
 class AvgPool2d(_Pool2d):
     """Mean over kH x kW windows, padding with 0: as ``torch.nn.AvgPool2d`` (ceil_mode=False).
