@@ -96,6 +96,14 @@ def test_each_requested_backward_kernel_is_called_with_the_types_requested(monke
     assert not missed, f"requested but not called so: {missed}"
 
 
+def _run_on_an_empty_cache(code, tmp_path):
+    """Run ``code`` in a new process with the helper on and an empty cache; it prints ok."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "1"}
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
 def _run(code, env, **kwargs):
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -131,10 +139,7 @@ def test_the_helper_compiles_the_backward_kernels_a_first_step_then_loads(tmp_pa
             assert sum(kernel.stats.cache_misses.values()) == 0, kernel
         print("ok")
     """
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "1"}
-    run = _run(code, env)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "ok"
+    _run_on_an_empty_cache(code, tmp_path)
 
 
 def test_the_loss_kernel_compiles_in_the_helper_before_the_forward_pass_reaches_it(tmp_path):
@@ -159,10 +164,7 @@ def test_the_loss_kernel_compiles_in_the_helper_before_the_forward_pass_reaches_
         assert sum(kernel.stats.cache_misses.values()) == 0, kernel.stats
         print("ok")
     """
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "1"}
-    run = _run(code, env)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "ok"
+    _run_on_an_empty_cache(code, tmp_path)
 
 
 def test_no_helper_when_switched_off(tmp_path):
@@ -247,26 +249,34 @@ def test_a_kernel_built_by_a_factory_is_named_so_the_helper_finds_it():
     assert ce_kernels._rows_kernel(True, False, True) is kernel  # built once per flags
 
 
-@pytest.mark.parametrize("flags", [(False, False, False), (True, True, False), (True, False, True)])
-def test_the_loss_layer_asks_ahead_for_the_kernel_its_forward_calls(monkeypatch, flags):
-    """What CrossEntropyLoss's constructor asks the helper for is exactly the (kernel, types)
-    its forward pass then prepares, for each of the options that pick another kernel."""
-    inplace, smoothing, weighted = flags
+@pytest.fixture
+def asked_and_called(monkeypatch):
+    """(asked, called): what this process then asks the helper for, as (kernel, argument
+    words, ahead), and what it prepares, as (kernel, argument words); as in a new process."""
     asked, called = [], []
     monkeypatch.setattr(first_run, "ready", set())
-    monkeypatch.setattr(first_run, "_helper_tried", False)  # as in a new process
+    monkeypatch.setattr(first_run, "_helper_tried", False)
+
+    def words(args):
+        return tuple(map(first_run.describe, args))
+
     monkeypatch.setattr(
         first_run,
         "_request",
-        lambda kernel, args, ahead=False: asked.append(
-            (kernel, tuple(map(first_run.describe, args)), ahead)
-        ),
+        lambda kernel, args, ahead=False: asked.append((kernel, words(args), ahead)),
     )
     monkeypatch.setattr(
-        first_run,
-        "prepare",
-        lambda kernel, args: called.append((kernel, tuple(map(first_run.describe, args)))),
+        first_run, "prepare", lambda kernel, args: called.append((kernel, words(args)))
     )
+    return asked, called
+
+
+@pytest.mark.parametrize("flags", [(False, False, False), (True, True, False), (True, False, True)])
+def test_the_loss_layer_asks_ahead_for_the_kernel_its_forward_calls(asked_and_called, flags):
+    """What CrossEntropyLoss's constructor asks the helper for is exactly the (kernel, types)
+    its forward pass then prepares, for each of the options that pick another kernel."""
+    inplace, smoothing, weighted = flags
+    asked, called = asked_and_called
     weight = np.linspace(0.5, 2, 10, dtype=np.float32) if weighted else None
     loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1 * smoothing, inplace=inplace)
     assert [ahead for *_, ahead in asked] == [True]
@@ -275,39 +285,26 @@ def test_the_loss_layer_asks_ahead_for_the_kernel_its_forward_calls(monkeypatch,
     assert called == [(kernel, words) for kernel, words, _ in asked]
 
 
-def test_linear_cross_entropy_asks_ahead_for_the_kernel_its_chunks_call(monkeypatch):
-    asked, called = [], []
-    monkeypatch.setattr(first_run, "ready", set())
-    monkeypatch.setattr(first_run, "_helper_tried", False)  # as in a new process
-    monkeypatch.setattr(
-        first_run, "_request", lambda kernel, args, ahead=False: asked.append((kernel, args))
-    )
-    monkeypatch.setattr(first_run, "prepare", lambda kernel, args: called.append((kernel, args)))
+def test_linear_cross_entropy_asks_ahead_for_the_kernel_its_chunks_call(asked_and_called):
+    asked, called = asked_and_called
     layer = nn.LinearCrossEntropy(8, 10, label_smoothing=0.1, rng=np.random.default_rng(0))
     x = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
     layer(x, np.arange(6))
-    describe = [(kernel, tuple(map(first_run.describe, args))) for kernel, args in asked]
-    assert describe == [(kernel, tuple(map(first_run.describe, args))) for kernel, args in called]
+    assert [(kernel, words) for kernel, words, _ in asked] == called
 
 
-def test_a_first_convolution_asks_ahead_for_its_fused_weight_gradient_kernel(monkeypatch):
+def test_a_first_convolution_asks_ahead_for_its_fused_weight_gradient_kernel(asked_and_called):
     """Conv2d's training forward asks for the kernel that takes its weight gradient through
     the MaxPool2d after it, with the types Sequential's fused backward then calls it with."""
-    asked, called = [], []
-    monkeypatch.setattr(first_run, "ready", set())
-    monkeypatch.setattr(first_run, "_helper_tried", False)  # as in a new process
-    monkeypatch.setattr(
-        first_run, "_request", lambda kernel, args, ahead=False: asked.append((kernel, args))
-    )
-    monkeypatch.setattr(first_run, "prepare", lambda kernel, args: called.append((kernel, args)))
+    asked, called = asked_and_called
     model = nn.Sequential(nn.Conv2d(3, 4, (3, 2), padding=1), nn.MaxPool2d(2), nn.Flatten())
     x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
     model(x)
     model.backward(np.ones((2, 4 * 4 * 4), np.float32), need_input_grad=False)
     fused = pool_kernels._conv_weight_grad_2x2(3, 2, 3)
-    words = [(k, tuple(map(first_run.describe, a))) for k, a in asked if k is fused]
-    assert len(words) == 1
-    assert words[0] in [(k, tuple(map(first_run.describe, a))) for k, a in called]
+    requests = [(kernel, words) for kernel, words, _ in asked if kernel is fused]
+    assert len(requests) == 1
+    assert requests[0] in called
 
 
 def test_the_helper_leaves_when_idle():

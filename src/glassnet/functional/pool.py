@@ -179,11 +179,7 @@ def conv2d_weight_grad_through_max_pool(
     conv_geo = geometry(x.shape, kernel, stride, padding)
     conv_shape = (x.shape[0], weight_shape[0], *conv_geo.out)
     (pkh, pkw), pool_geo = pool_geometry(conv_shape, pool_size, pool_stride, pool_padding)
-    if (
-        (pkh, pkw) != (2, 2)
-        or x.shape[1] > TAP_MAJOR_MAX_IN_CHANNELS
-        or not use_kernels(x, grad_out)
-    ):
+    if (pkh, pkw) != (2, 2) or not _fused_weight_grad_runs(x, grad_out):
         grad_conv = max_pool2d_backward(
             grad_out, argmax, conv_shape, pool_size, pool_stride, pool_padding
         )
@@ -213,9 +209,15 @@ def expect_weight_grad_through_max_pool(x: np.ndarray, weight_shape: tuple[int, 
     """Name the kernel :func:`conv2d_weight_grad_through_max_pool` would run for this input
     and weight, so that a first run on an empty kernel cache compiles it in the background
     (``glassnet.kernels.first_run``); nothing where that kernel would not run."""
-    c_in, kh, kw = weight_shape[1:]
-    if x.ndim == 4 and c_in <= TAP_MAJOR_MAX_IN_CHANNELS and use_kernels(x):
-        pool_kernels.expect_conv_weight_grad_2x2(kh, kw, c_in, x.dtype)
+    if x.ndim == 4 and _fused_weight_grad_runs(x):
+        pool_kernels.expect_conv_weight_grad_2x2(*weight_shape[2:], x.shape[1], x.dtype)
+
+
+def _fused_weight_grad_runs(x: np.ndarray, *arrays: np.ndarray) -> bool:
+    """Whether the fused kernel takes a convolution's input ``x`` (with ``arrays``, of 2 x 2
+    windows): kernels on, one float dtype, and few input channels (a first layer's, where
+    it was measured to pay)."""
+    return x.shape[1] <= TAP_MAJOR_MAX_IN_CHANNELS and use_kernels(x, *arrays)
 
 
 def _avg_divisor(
