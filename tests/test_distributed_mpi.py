@@ -161,7 +161,9 @@ def test_killing_a_rank_ends_the_job_and_resume_continues(tmp_path, cleanup):
         # first line maps to its rank
         assert "BAD TERMINATION" in stdout + stderr and f"1: pid {pid}" in first
     else:  # the launcher leaves it to the survivors: rank 0 names the rank
-        assert "glassnet: the process of rank 1 of 3 ended during" in stderr
+        assert "glassnet: the process of rank 1 of 3 ended during" in stderr, (
+            process.returncode, stdout[-2000:], stderr[-2000:]
+        )
     _, metadata = load_checkpoint(out / "checkpoint.safetensors")
     done = metadata["run"]["epoch"]
     assert 1 <= done < 200
