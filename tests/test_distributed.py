@@ -176,3 +176,24 @@ def test_vocab_parallel_refuses_out_of_range_targets_and_bad_weights():
         part(np.ones((2, 3), np.float32), np.array([0, 4]))
     with pytest.raises(ValueError, match=r"weight must have shape \(4, 3\)"):
         part.load_full_weight(np.ones((3, 3)))
+
+
+def test_an_abort_waits_for_the_launcher_to_read_its_message(tmp_path):
+    """The message naming a failed rank stays in its pipe until read, or until the wait ends."""
+    import os
+    import time
+
+    from glassnet.distributed.comm import _wait_until_read
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as pipe, open(tmp_path / "log", "w") as file:
+        pipe.write("glassnet: rank 1 of 2 failed\n")
+        pipe.flush()
+        started = time.monotonic()
+        _wait_until_read((pipe,), seconds=0.3)
+        assert time.monotonic() - started >= 0.3  # nobody read it: waited the whole time
+        os.read(read_end, 100)
+        started = time.monotonic()
+        _wait_until_read((pipe, file, sys.stdin), seconds=30)  # read; a file is no pipe
+        assert time.monotonic() - started < 20
+    os.close(read_end)

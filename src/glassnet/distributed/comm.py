@@ -7,9 +7,13 @@ while it waits:
 
 - an exception on rank r: rank r prints its traceback, sends a one-line summary to rank 0 and
   the job ends with ``MPI_Abort``; rank 0 names the rank that failed.
-- a rank killed outright: the launcher (MPICH's hydra, Open MPI's mpirun) ends the other ranks
-  at once and names the process; under ``mpiexec -disable-auto-cleanup`` MPICH signals the
-  survivors (SIGUSR1) and rank 0 names the rank whose process is gone.
+- a rank whose process ends (a native library's ``exit()``): under ``mpiexec
+  -disable-auto-cleanup`` MPICH signals the survivors (SIGUSR1) and rank 0 names the rank whose
+  process is gone; by default the launcher ends the other ranks at once.
+- a rank killed by a signal (SIGKILL, the OOM killer): the launcher (MPICH's hydra, Open MPI's
+  mpirun) ends the other ranks at once and names the signal. Hydra does so even under
+  ``-disable-auto-cleanup`` as soon as it reaps the killed process, so rank 0 names the rank
+  only if its SIGUSR1 arrives first.
 - a rank that hangs: every collective gives up after ``timeout`` seconds; the ranks still
   alive report to rank 0, which names the ones that did not, and aborts the job.
 """
@@ -167,7 +171,9 @@ class Communicator(SingleProcess):
         """After MPICH's SIGUSR1: rank 0 names the ranks whose processes are gone and ends the
         job; the others leave that to rank 0 unless it is gone too (or slow to do it)."""
         dead = self._dead_local_ranks()
-        if self.rank == 0 or 0 in dead or time.monotonic() > self._signalled + 10:
+        # rank 0 gone may be rank 0's own MPI_Abort, which the launcher is about to carry out
+        patience = 2.0 if 0 in dead else 10.0
+        if self.rank == 0 or time.monotonic() > self._signalled + patience:
             ranks = ", ".join(map(str, dead)) or "on another host"
             self.abort(f"the process of rank {ranks} of {self.size} ended during {what}")
 
@@ -233,8 +239,32 @@ class Communicator(SingleProcess):
         hint = "the last complete checkpoint is kept: continue with --resume (resume=True)"
         print(f"glassnet: {message}; ending all ranks ({hint})", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        _wait_until_read((sys.stdout, sys.stderr), seconds=1.0)
         self.comm.Abort(1)
         os._exit(1)  # not reached
+
+
+def _wait_until_read(streams: tuple[Any, ...], seconds: float) -> None:
+    """Wait (at most ``seconds``) until the reader of each pipe has taken what was written.
+
+    Hydra forwards a rank's output from a pipe; MPI_Abort's kill otherwise races it and can
+    drop the message that names the failed rank (seen in about one abort in four).
+    """
+    import fcntl
+    import termios
+
+    deadline = time.monotonic() + seconds
+    unread = np.zeros(1, np.int32)
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+            while time.monotonic() < deadline:
+                fcntl.ioctl(fd, termios.FIONREAD, unread)
+                if unread[0] == 0:
+                    break
+                time.sleep(0.005)
+        except (OSError, ValueError, AttributeError):
+            continue  # not a pipe (a file, a terminal): nothing to wait for
 
 
 def _process_ended(pid: int) -> bool:
