@@ -421,6 +421,63 @@ def test_kernel_matches_numpy_reference(options, rows):
     assert np.all(grad[np.isneginf(logits)] == 0)
 
 
+def _rows_reference(logits, labels, scale):
+    """Loss and gradient per row in float64 NumPy: lse - z_y and scale * (softmax - onehot)."""
+    z = logits.astype(np.float64)
+    shift = np.max(z, axis=1, keepdims=True)
+    shift[~np.isfinite(shift)] = 0  # an all-masked row
+    exps = np.exp(z - shift)
+    sums = exps.sum(axis=1, keepdims=True)
+    rows = np.arange(len(z))
+    kept = labels >= 0
+    loss = np.where(kept, np.log(sums[:, 0]) - (z[rows, labels] - shift[:, 0]), 0.0)
+    grad = exps / sums
+    grad[rows, labels] -= 1
+    grad *= scale[:, None]
+    grad[~kept] = 0
+    return loss, grad
+
+
+@pytest.mark.parametrize("classes", [1, 17, 64, 200, 1000])
+@pytest.mark.parametrize("layout", ["out", "streamed", "streamed-unaligned", "in place", "none"])
+def test_kernel_rows_over_class_counts_and_gradient_layouts(monkeypatch, classes, layout):
+    """Every way the kernel stores its gradient, around its 64-class blocks and 16-float
+    streaming stores: into ``out``, streamed past the caches (to an aligned destination and
+    to one that is not), into the logits, or not at all."""
+    if not kernels.enabled():
+        pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
+    from glassnet.kernels import cross_entropy as ce_kernels
+
+    monkeypatch.setattr(ce_kernels, "_STREAMING_BYTES", 0 if "streamed" in layout else 1 << 62)
+    monkeypatch.setattr(ce_kernels, "_AHEAD", 96)  # prefetch part of the next row
+    rng = np.random.default_rng(classes)
+    rows = 70  # two threads at 1000 classes
+    logits = (4 * rng.standard_normal((rows, classes))).astype(np.float32)
+    labels = rng.integers(0, classes, size=rows)
+    labels[3] = -1  # an ignored row
+    logits[5, classes // 2] = -np.inf if classes > 1 else logits[5, 0]  # a masked class
+    labels[5] = (classes // 2 + 1) % classes
+    scale = rng.uniform(0.5, 2.0, rows).astype(np.float32)
+    expected_loss, expected_grad = _rows_reference(logits, labels, scale)
+    ones = np.ones(rows, np.float32)
+    if layout == "in place":
+        out = logits.copy()
+        source = out
+    elif layout == "streamed-unaligned":
+        out = np.empty(rows * classes + 1, np.float32)[1:].reshape(rows, classes)
+        source = logits
+    else:
+        out = np.full((rows, classes), np.nan, np.float32)
+        source = logits
+    loss = ce_kernels.cross_entropy_rows(
+        source, labels, ones, None, 0.0, scale, None if layout == "none" else out
+    )
+    np.testing.assert_allclose(loss, expected_loss, rtol=2e-6, atol=2e-6)
+    if layout != "none":
+        np.testing.assert_allclose(out, expected_grad, rtol=2e-5, atol=2e-7)
+        assert out[5, classes // 2] == 0 or classes == 1
+
+
 def test_inplace_backward_writes_into_the_logits():
     if not kernels.enabled():
         pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from glassnet._environment import openblas_settings
 
 ZEN5 = """processor\t: 0
@@ -68,3 +70,55 @@ def test_kernel_threads_divide_the_cores_under_an_mpi_launcher():
                          capture_output=True, text=True, check=True)  # fmt: skip
     threads, cores = map(int, run.stdout.split())
     assert threads == max(1, cores // 2)
+
+
+def _features_of_the_kernels(environ: dict[str, str]) -> tuple[str, str]:
+    """(the host's LLVM features, those Numba compiles glassnet's kernels with), in a child."""
+    code = (
+        "import llvmlite.binding as ll, glassnet.kernels.cross_entropy\n"
+        "from numba.core.registry import cpu_target\n"
+        "print(ll.get_host_cpu_features().flatten())\n"
+        "print(cpu_target.target_context.codegen()._tm_features)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"} | environ
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    host, used = run.stdout.splitlines()
+    return host, used
+
+
+def test_kernels_use_512_bit_vectors_where_the_cpu_has_them():
+    pytest.importorskip("numba")
+    host, used = _features_of_the_kernels({})
+    if "+avx512f" in host.split(","):
+        assert used.endswith(",-prefer-256-bit") and "+avx512f" in used.split(",")
+    else:
+        assert "prefer-256-bit" not in used
+
+
+def test_a_users_numba_cpu_features_are_left_alone():
+    pytest.importorskip("numba")
+    host, _ = _features_of_the_kernels({})
+    _, used = _features_of_the_kernels({"NUMBA_CPU_FEATURES": host})
+    assert used == host
+
+
+def test_cache_sizes_are_read_from_sysfs_with_a_fallback(tmp_path):
+    from glassnet._environment import cache_bytes
+
+    for index, (level, kind, size) in enumerate(
+        [
+            (1, "Data", "48K"),
+            (1, "Instruction", "32K"),
+            (2, "Unified", "1280K"),
+            (3, "Unified", "48M"),
+        ]
+    ):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{value}\n")
+    assert [cache_bytes(level, str(tmp_path)) for level in (1, 2, 3)] == [
+        48 << 10, 1280 << 10, 48 << 20
+    ]  # fmt: skip
+    assert cache_bytes(2, str(tmp_path / "missing")) == 1 << 20

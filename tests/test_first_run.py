@@ -159,7 +159,7 @@ def test_the_loss_kernel_compiles_in_the_helper_before_the_forward_pass_reaches_
             time.sleep(0.1)
         time.sleep(0.5)  # the index file is written last; let the data file's write settle
         loss(np.zeros((4, 10), np.float32), np.arange(4))
-        kernel = cross_entropy._rows_kernel(True, False, False)
+        kernel = cross_entropy._rows_kernel(True, False, False, False)
         assert sum(kernel.stats.cache_hits.values()) == 1, kernel.stats
         assert sum(kernel.stats.cache_misses.values()) == 0, kernel.stats
         print("ok")
@@ -243,10 +243,10 @@ def test_kernels_asked_for_ahead_are_served_first_in_the_order_asked(monkeypatch
 
 
 def test_a_kernel_built_by_a_factory_is_named_so_the_helper_finds_it():
-    kernel = ce_kernels._rows_kernel(True, False, True)
-    assert kernel.first_run_name == "_rows_kernel/1/0/1"
-    assert first_run._resolve("glassnet.kernels.cross_entropy:_rows_kernel/1/0/1") is kernel
-    assert ce_kernels._rows_kernel(True, False, True) is kernel  # built once per flags
+    kernel = ce_kernels._rows_kernel(True, False, True, False)
+    assert kernel.first_run_name == "_rows_kernel/1/0/1/0"
+    assert first_run._resolve("glassnet.kernels.cross_entropy:_rows_kernel/1/0/1/0") is kernel
+    assert ce_kernels._rows_kernel(True, False, True, False) is kernel  # built once per flags
 
 
 @pytest.fixture
@@ -322,9 +322,9 @@ def test_the_helper_leaves_when_idle():
     "glassnet.kernels.conv:_nothing_here i",
     "glassnet.kernels.conv:_im2col zzz",  # a word that does not describe a type
     "glassnet.kernels.conv:_im2col/1 a<f44C",  # flags for a kernel that no factory builds
-    "glassnet.kernels.cross_entropy:_rows_kernel/1/0 i",  # too few flags
-    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/x i",  # a flag that is not a number
-    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/1000 i",  # nor a small one
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/0 i",  # too few flags
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/0/x i",  # a flag that is not a number
+    "glassnet.kernels.cross_entropy:_rows_kernel/1/0/0/1000 i",  # nor a small one
 ])  # fmt: skip
 def test_a_request_for_anything_else_is_ignored(monkeypatch, request_line):
     imported = []

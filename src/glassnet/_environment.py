@@ -60,6 +60,32 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# Where a machine does not say (not Linux): caches smaller than most of today's x86 cores'.
+_CACHE_FALLBACK = {1: 32 << 10, 2: 1 << 20, 3: 8 << 20}
+
+
+def cache_bytes(level: int, sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The size of the data (or unified) cache of ``level`` (1-3) that CPU 0 sees, in bytes."""
+    try:
+        for index in sorted(os.listdir(sysfs)):
+            path = os.path.join(sysfs, index)
+            if not index.startswith("index"):
+                continue
+            with open(os.path.join(path, "level")) as f:
+                if int(f.read()) != level:
+                    continue
+            with open(os.path.join(path, "type")) as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(path, "size")) as f:
+                size = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+            return int(size.rstrip("KMG")) * scale
+    except (OSError, ValueError):
+        pass
+    return _CACHE_FALLBACK[level]
+
+
 def _first_cpu(cpuinfo: str) -> dict[str, str]:
     """The ``key: value`` lines of the first processor in /proc/cpuinfo's text."""
     fields = {}
