@@ -12,6 +12,7 @@ import numpy as np
 
 from glassnet.functional.activation import relu, relu_backward
 from glassnet.functional.conv import as_pair, conv2d, conv2d_backward, conv_padding, unfold
+from glassnet.functional.linear import add_matmul
 from glassnet.functional.pool import (
     conv2d_weight_grad_through_max_pool,
     expect_weight_grad_through_max_pool,
@@ -80,7 +81,7 @@ class Linear(Module):
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         require_cache(self, self._x)
         # dL/dW = grad^T x, dL/db = sum over the batch, dL/dx = grad W
-        self.weight.grad += grad_out.T @ self._x
+        add_matmul(self.weight.grad, grad_out.T, self._x)
         if self.bias is not None:
             self.bias.grad += grad_out.sum(axis=0)
         return grad_out @ self.weight.data if need_input_grad else None

@@ -16,6 +16,7 @@ from glassnet.functional.cross_entropy import (
     expect_kernel,
     inplace_possible,
 )
+from glassnet.functional.linear import add_matmul
 from glassnet.functional.losses import (
     mse_loss,
     mse_loss_backward,
@@ -122,7 +123,9 @@ class LinearCrossEntropy(Module):
         weight: per-class loss weights (C,), as ``cross_entropy``'s ``weight`` (the layer's own
             (C, D) matrix is the parameter ``self.weight``, as in Linear).
         ignore_index, reduction, label_smoothing, all_ignored: as ``cross_entropy``.
-        chunk_size: rows per chunk (default: 32M logits, 128 MB in float32, per chunk).
+        chunk_size: rows per chunk (default: 48M logits, 192 MB in float32, per chunk: 393
+            rows of 128,000 classes, about as fast in the products as the whole batch; 262
+            rows took 1.1-1.3x the unfused time).
         init, rng, dtype: as Linear.
 
     Shapes: x (N, D), target (N,) class indices; loss () or (N,) for reduction "none".
@@ -156,7 +159,7 @@ class LinearCrossEntropy(Module):
         self.reduction, self.all_ignored = reduction, all_ignored
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
-        self.chunk_size = chunk_size or max(1, (1 << 25) // num_classes)
+        self.chunk_size = chunk_size or max(1, (48 << 20) // num_classes)
         self._grad_x: np.ndarray | None = None
         self._grad_w: np.ndarray | None = None
         self._grad_b: np.ndarray | None = None
@@ -205,10 +208,9 @@ class LinearCrossEntropy(Module):
             logits, target, reduction="none", inplace=in_place, grad_scale=factor, **self.options
         )
         grad_logits = cross_entropy_backward_from_cache(cache, 1.0)  # in place: the logits
-        # dL/dx = g W;  dL/dW += g^T x, a block of classes at a time (no (C, D) temporary)
-        grad_x[...] = grad_logits @ w
-        for c0 in range(0, w.shape[0], 8192):
-            grad_w[c0 : c0 + 8192] += grad_logits[:, c0 : c0 + 8192].T @ x
+        # dL/dx = g W;  dL/dW += g^T x, added as it is computed (no (C, D) temporary)
+        np.matmul(grad_logits, w, out=grad_x)
+        add_matmul(grad_w, grad_logits.T, x)
         if grad_b is not None:
             grad_b += grad_logits.sum(axis=0)
         return loss

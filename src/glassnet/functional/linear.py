@@ -1,0 +1,34 @@
+"""Products for linear layers: ``out += a @ b`` without a temporary.
+
+Shapes: a (M, K), b (K, N), out (M, N). A weight gradient is a sum of such products (over
+chunks of rows, or over the steps that accumulate into ``.grad``), so adding in place saves a
+pass over ``out`` and an ``(M, N)`` temporary (see :mod:`glassnet.kernels.blas`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glassnet import kernels
+
+try:
+    from glassnet.kernels import blas as blas_kernels
+except ImportError:  # pragma: no cover (the module needs only NumPy and ctypes)
+    blas_kernels = None
+
+
+def add_matmul(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``out += a @ b``; returns ``out``.
+
+    One BLAS gemm with beta = 1 where the kernels are on and NumPy's BLAS is OpenBLAS;
+    otherwise NumPy's ``out += a @ b``, the same sum rounded once more.
+
+    >>> out = np.ones((2, 2))
+    >>> add_matmul(out, np.eye(2), np.full((2, 2), 3.0))
+    array([[4., 4.],
+           [4., 4.]])
+    """
+    if blas_kernels is not None and kernels.enabled() and blas_kernels.add_matmul(out, a, b):
+        return out
+    out += a @ b
+    return out
