@@ -449,12 +449,12 @@ def test_kernel_rows_over_class_counts_and_gradient_layouts(monkeypatch, classes
     from glassnet.kernels import cross_entropy as ce_kernels
 
     monkeypatch.setattr(ce_kernels, "_STREAMING_BYTES", 0 if "streamed" in layout else 1 << 62)
-    monkeypatch.setattr(ce_kernels, "_AHEAD", 96)  # prefetch part of the next row
+    monkeypatch.setattr(ce_kernels, "_AHEAD", 96)  # prefetch a block and a half ahead
     rng = np.random.default_rng(classes)
     rows = 70  # two threads at 1000 classes
     logits = (4 * rng.standard_normal((rows, classes))).astype(np.float32)
     labels = rng.integers(0, classes, size=rows)
-    labels[3] = -1  # an ignored row
+    labels[[0, 3, 35, rows - 1]] = -1  # ignored rows: first, inside, at a thread's start, last
     logits[5, classes // 2] = -np.inf if classes > 1 else logits[5, 0]  # a masked class
     labels[5] = (classes // 2 + 1) % classes
     scale = rng.uniform(0.5, 2.0, rows).astype(np.float32)

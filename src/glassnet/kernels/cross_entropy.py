@@ -3,8 +3,8 @@
 The readable NumPy version is :mod:`glassnet.functional.cross_entropy`; these kernels compute the
 same numbers (the tests hold them to it) in fewer passes over memory:
 
-    per row z (C classes):  m = max z            from L2: the row was prefetched while the
-                                                 previous row's exps were computed
+    per row z (C classes):  m = max z            taken while the previous row's exps are
+                                                 computed, as z arrives from memory
                             s = sum exp(z - m)   from cache; with a gradient wanted, the exps
                                                  are stored (in place, or in a scratch row)
                             loss pieces          O(1) per row
@@ -12,9 +12,10 @@ same numbers (the tests hold them to it) in fewer passes over memory:
 
 so forward + backward reads the logits from memory once and writes the gradient once, the
 memory traffic of ``numpy.copyto``, and the arithmetic of one row overlaps the reads of the
-next. ``out`` may be the logits array itself (in place): every element is read just before
-it is overwritten. A gradient larger than the caches is written with streaming stores
-(``kernels.intrinsics``), which skip reading ``out`` into the cache before writing it.
+next (the only pass over a row that waits for memory is the first row's max). ``out`` may be
+the logits array itself (in place): every element is read just before it is overwritten. A
+gradient larger than the caches is written with streaming stores (``kernels.intrinsics``),
+which skip reading ``out`` into the cache before writing it.
 
 Per row, with weight w (1 when absent), smoothing eps, the unmasked classes U (logit > -inf):
     loss = (1 - eps) w_y (lse - z'_y) + eps / |U| * (W_U lse - sum_U w_c z'_c),  z' = z - m
@@ -78,21 +79,37 @@ def exp_nonpositive(x):
     return F(0.0) if x < _EXP_FLOOR else p * power_of_two_from_magic(t)
 
 
-@njit(inline="always", fastmath=FAST)
-def _row_max(row):
-    """max(row), 0 for an all-masked row (a NaN may win; it makes the loss NaN either way).
+_NO_KEY = np.int32(-(2**31))  # below the ordered bits of every float, -inf included
 
-    The maximum is taken over the floats' ordered bit patterns: an integer max reduction
-    vectorises as it is, where a float one needs LLVM's no-NaN flag (which would let it drop
-    the NaN that must reach the loss); with running maxima per lane in a scratch array it
-    took 0.9 cycles per float on an Intel Xeon, 0.1 this way.
-    """
-    best = np.int32(-(2**31))
-    for j in range(row.shape[0]):
+
+@njit(inline="always", fastmath=FAST)
+def _max_key(row, lo, hi, best):
+    """The largest of ``best`` and the ordered bits of row[lo:hi] (see _shift)."""
+    for j in range(lo, hi):
         key = ordered_bits(row[j])
         best = key if key > best else best
+    return best
+
+
+@njit(inline="always", fastmath=FAST)
+def _shift(best):
+    """The row max m from its largest ordered bits, 0 for an all-masked row (a NaN may win
+    the max; it makes the loss NaN either way).
+
+    The maximum is taken over the floats' bit patterns ordered as integers: an integer max
+    reduction vectorises as it is, where a float one needs LLVM's no-NaN flag (which would
+    let it drop the NaN that must reach the loss); with running maxima per lane in a scratch
+    array it took 0.9 cycles per float on an Intel Xeon, 0.1 this way.
+    """
     m = ordered_bits(best)
-    return m if m > _NEG_INF else F(0.0)  # an all-masked row shifts by 0
+    return m if m > _NEG_INF else F(0.0)
+
+
+@njit(inline="always")
+def _fetch_start(logits, i, ahead):
+    """Prefetch the first ``ahead`` logits of row i."""
+    for j in range(0, min(ahead, logits.shape[1]), 16):
+        prefetch(logits, i, j)
 
 
 @njit(inline="always", fastmath=FAST)
@@ -112,9 +129,9 @@ def _smoothing_sums(row, m, weight, has_weight):
 
 
 @njit(inline="always")
-def _fetch_ahead(logits, i, b, ahead):
-    """Prefetch logits[i, b:b + 64] (four cache lines) if b < ahead."""
-    if b < ahead:
+def _fetch_ahead(logits, i, b):
+    """Prefetch logits[i, b:b + 64] (four cache lines) if they are in the row."""
+    if b + 48 < logits.shape[1]:
         prefetch(logits, i, b)
         prefetch(logits, i, b + 16)
         prefetch(logits, i, b + 32)
@@ -167,16 +184,23 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
 
         logits, out (M, C) float32; labels (M,) int64, -1 for ignored rows; class_weight (M,)
         float32 = w_y; weight (C,) float32 (read only if has_weight); ``ahead``: how many
-        logits of the next row to prefetch while a row's exps are computed. With
-        ``inplace`` the gradient is written through ``logits`` itself: stores through the
-        array they load from let LLVM vectorise (through a second name for the same memory
-        its alias check would fall back to scalar code).
+        logits in front of its max the next row is prefetched. With ``inplace`` the gradient
+        is written through ``logits`` itself: stores through the array they load from let
+        LLVM vectorise (through a second name for the same memory its alias check would fall
+        back to scalar code).
         """
         classes = logits.shape[1]
         body = classes - classes % _BLOCK
         scratch = np.empty(classes if streaming else 0, F)
+        # Each row's max is taken while the row before computes its exps (the first row's
+        # alone), as its blocks arrive from memory: ``ahead`` logits in front of the block
+        # whose max is taken, the next row's first ``ahead`` while a row is scaled.
+        m_next = _shift(_max_key(logits[first], 0, classes, _NO_KEY)) if first < last else F(0)
         for i in range(first, last):
             row = logits[i]
+            m = m_next
+            following = i + 1 if i + 1 < last else i
+            next_row = logits[following]
             label = labels[i]
             if label < 0:  # ignored: no loss, no gradient
                 loss[i] = F(0.0)
@@ -184,11 +208,10 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
                     row[:] = F(0.0)
                 elif want_grad:
                     out[i, :] = F(0.0)
+                m_next = _shift(_max_key(next_row, 0, classes, _NO_KEY))
                 continue
-            following = i + 1 if i + 1 < last else i
             w_y = class_weight[i]
             z_y = row[label]  # read before an in-place write replaces the row
-            m = _row_max(row)
             if smoothing:
                 count, w_unmasked, wz_unmasked = _smoothing_sums(row, m, weight, has_weight)
             else:
@@ -197,23 +220,26 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
             # Without smoothing the exps are stored as they are summed and scaled below (the
             # row is still in cache); with smoothing they are recomputed there, because a
             # stored exp of 0 would no longer tell a masked class from an underflowed one.
-            # Meanwhile the next row comes from memory, so that this row's arithmetic and
-            # the next one's reads overlap.
             total = F(0.0)
+            best = _NO_KEY
             for b in range(0, body, _BLOCK):
-                _fetch_ahead(logits, following, b, ahead)
+                _fetch_ahead(logits, following, b + ahead)
+                best = _max_key(next_row, b, b + _BLOCK, best)
                 if store and inplace:
                     total += _exps_into(row, row, m, b, b + _BLOCK)
                 elif store:
                     total += _exps_into(row, grad, m, b, b + _BLOCK)
                 else:
                     total += _exp_sum(row, m, b, b + _BLOCK)
+            best = _max_key(next_row, body, classes, best)
             if store and inplace:
                 total += _exps_into(row, row, m, body, classes)
             elif store:
                 total += _exps_into(row, grad, m, body, classes)
             else:
                 total += _exp_sum(row, m, body, classes)
+            m_next = _shift(best)
+            _fetch_start(logits, i + 2 if i + 2 < last else following, ahead)
             lse = math.log(total) if total != 0 else F(0.0)
             target_unmasked = z_y != _NEG_INF
             # A masked target class costs inf; lse + inf keeps the NaN of a row holding +inf.
@@ -257,10 +283,10 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
     return kernel
 
 
-# How far ahead a row prefetches (a quarter of L2: the row, its exps and the next row's
-# first part stay in it), and from which size a gradient streams past the caches (half of L3,
-# glibc's rule for memcpy).
-_AHEAD = cache_bytes(2) // 4 // 4
+# How far ahead of its max the next row is prefetched (8 KB: a few hundred nanoseconds of
+# the exp loop), and from which size a gradient streams past the caches (half of L3, glibc's
+# rule for memcpy).
+_AHEAD = 2048
 _STREAMING_BYTES = cache_bytes(3) // 2
 
 
