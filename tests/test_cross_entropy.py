@@ -378,6 +378,15 @@ def test_bad_grad_output_shape():
         cross_entropy_backward(logits, target, np.ones(2), reduction="mean")
 
 
+@pytest.fixture
+def two_threads():
+    """The kernels on two threads (a range of rows each), whatever the machine's default."""
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(2)
+    yield
+    kernels.set_num_threads(before)
+
+
 KERNEL_CASES = [
     {},
     {"weight": np.linspace(0.0, 2.0, 7)},  # a zero weight too
@@ -390,8 +399,8 @@ KERNEL_CASES = [
 
 
 @pytest.mark.parametrize("options", KERNEL_CASES)
-@pytest.mark.parametrize("rows", [5, 3000])  # serial and threaded kernel
-def test_kernel_matches_numpy_reference(options, rows):
+@pytest.mark.parametrize("rows", [5, 3000, 10000])  # one thread; two only from 65,536 logits
+def test_kernel_matches_numpy_reference(two_threads, options, rows):
     if not kernels.enabled():
         pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
     rng = np.random.default_rng(11)
@@ -438,12 +447,20 @@ def _rows_reference(logits, labels, scale):
     return loss, grad
 
 
+GRADIENT_LAYOUTS = [
+    "out", "streamed", "streamed-unaligned", "streamed-odd-address", "in place", "none"
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("classes", [1, 17, 64, 200, 1000])
-@pytest.mark.parametrize("layout", ["out", "streamed", "streamed-unaligned", "in place", "none"])
-def test_kernel_rows_over_class_counts_and_gradient_layouts(monkeypatch, classes, layout):
+@pytest.mark.parametrize("layout", GRADIENT_LAYOUTS)
+def test_kernel_rows_over_class_counts_and_gradient_layouts(
+    monkeypatch, two_threads, classes, layout
+):
     """Every way the kernel stores its gradient, around its 64-class blocks and 16-float
-    streaming stores: into ``out``, streamed past the caches (to an aligned destination and
-    to one that is not), into the logits, or not at all."""
+    streaming stores: into ``out``, streamed past the caches (to a destination aligned to 64
+    bytes, to one that is not, and to one not even aligned to a float), into the logits, or
+    not at all."""
     if not kernels.enabled():
         pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
     from glassnet.kernels import cross_entropy as ce_kernels
@@ -465,6 +482,10 @@ def test_kernel_rows_over_class_counts_and_gradient_layouts(monkeypatch, classes
         source = out
     elif layout == "streamed-unaligned":
         out = np.empty(rows * classes + 1, np.float32)[1:].reshape(rows, classes)
+        source = logits
+    elif layout == "streamed-odd-address":
+        memory = bytearray(4 * rows * classes + 1)
+        out = np.frombuffer(memory, np.float32, rows * classes, offset=1).reshape(rows, classes)
         source = logits
     else:
         out = np.full((rows, classes), np.nan, np.float32)

@@ -178,6 +178,7 @@ def test_vocab_parallel_refuses_out_of_range_targets_and_bad_weights():
         part.load_full_weight(np.ones((3, 3)))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux counts a pipe's bytes")
 def test_an_abort_waits_for_the_launcher_to_read_its_message(tmp_path):
     """The message naming a failed rank stays in its pipe until read, or until the wait ends."""
     import os

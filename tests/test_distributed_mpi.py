@@ -7,6 +7,7 @@ missing (``pip install 'glassnet[mpi]'``).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,10 +182,10 @@ def test_a_rank_whose_process_ends_is_named_by_the_survivors(tmp_path, rank):
     assert time.monotonic() - started < 60 and result.returncode != 0
     reports = [line for line in result.stderr.splitlines() if line.startswith("glassnet: ")]
     assert reports, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    for report in reports:  # the ones the launcher let through before it ended the job
-        assert report.startswith(
-            f"glassnet: the process of rank {rank} of 3 ended during the "
-            "gradient allreduce of step 14; ending all ranks"
-        ), report
+    # the ones the launcher let through before it ended the job; with rank 0 gone, a rank may
+    # also find the other survivor gone, if that one already ended the job
+    named = rf"glassnet: the process of rank {rank}(, \d)* of 3 ended during the gradient "
+    for report in reports:
+        assert re.match(named + "allreduce of step 14; ending all ranks", report), report
     _, metadata = load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert metadata["run"]["epoch"] == 1  # epoch 1's checkpoint, complete and readable

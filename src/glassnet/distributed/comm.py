@@ -248,11 +248,14 @@ def _wait_until_read(streams: tuple[Any, ...], seconds: float) -> None:
     """Wait (at most ``seconds``) until the reader of each pipe has taken what was written.
 
     Hydra forwards a rank's output from a pipe; MPI_Abort's kill otherwise races it and can
-    drop the message that names the failed rank (seen in about one abort in four).
+    drop the message that names the failed rank (seen in about one abort in four). Linux
+    reports a pipe's unread bytes on its write end; elsewhere this may not wait.
     """
-    import fcntl
-    import termios
-
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # not POSIX
+        return
     deadline = time.monotonic() + seconds
     unread = np.zeros(1, np.int32)
     for stream in streams:

@@ -17,11 +17,15 @@ except ImportError:  # pragma: no cover (the module needs only NumPy and ctypes)
     blas_kernels = None
 
 
+_ROWS_PER_BLOCK = 8192
+
+
 def add_matmul(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``out += a @ b``; returns ``out``.
 
     One BLAS gemm with beta = 1 where the kernels are on and NumPy's BLAS is OpenBLAS;
-    otherwise NumPy's ``out += a @ b``, the same sum rounded once more.
+    otherwise NumPy's ``out += a @ b``, the same sum rounded once more, in blocks of rows of
+    ``out`` (so that its temporary stays small: LinearCrossEntropy's dL/dW has C rows).
 
     >>> out = np.ones((2, 2))
     >>> add_matmul(out, np.eye(2), np.full((2, 2), 3.0))
@@ -30,5 +34,7 @@ def add_matmul(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     if blas_kernels is not None and kernels.enabled() and blas_kernels.add_matmul(out, a, b):
         return out
-    out += a @ b
+    for start in range(0, max(1, len(out)), _ROWS_PER_BLOCK):
+        rows = slice(start, start + _ROWS_PER_BLOCK)
+        out[rows] += a[rows] @ b
     return out

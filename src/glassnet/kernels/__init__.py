@@ -37,9 +37,12 @@ def _allow_512_bit_vectors() -> str | None:
     kernels, which use 512-bit FMAs anyway, so the core's clock is already what it is.
 
     Numba takes this when it makes its CPU target (its first compile in the process), so it
-    applies to other Numba code compiled afterwards too. A ``NUMBA_CPU_FEATURES`` of the
-    user's is left alone (``NUMBA_CPU_FEATURES=$(python -c "import llvmlite.binding as
-    ll; print(ll.get_host_cpu_features().flatten())")`` turns this off).
+    applies to other Numba code compiled afterwards too, and not at all if Numba compiled
+    something before glassnet's kernels were imported (a first run's helper is then given
+    the features really used). A ``NUMBA_CPU_FEATURES`` of the user's is left alone
+    (``NUMBA_CPU_FEATURES=$(python -c "import llvmlite.binding as ll;
+    print(ll.get_host_cpu_features().flatten())")`` turns this off); so is a process with
+    the kernels switched off.
     """
     if numba is None or numba.config.CPU_FEATURES is not None:
         return None
@@ -52,10 +55,10 @@ def _allow_512_bit_vectors() -> str | None:
     return numba.config.CPU_FEATURES
 
 
-_allow_512_bit_vectors()
-
 AVAILABLE = numba is not None
 _switched_on = os.environ.get("GLASSNET_KERNELS", "1").strip().lower() not in ("0", "false", "off")
+if _switched_on:
+    _allow_512_bit_vectors()
 
 
 def enabled() -> bool:

@@ -31,16 +31,22 @@ _SCALARS = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c
 @cache
 def _gemm(dtype: np.dtype) -> Any:
     """cblas_?gemm of NumPy's own OpenBLAS (ILP64), or None."""
-    libs = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
-    for path in glob.glob(os.path.join(libs, "*openblas*")):
+    here = os.path.dirname(np.__file__)
+    libraries = [os.path.join(here, "..", "numpy.libs"), os.path.join(here, ".dylibs")]
+    for path in (p for folder in libraries for p in glob.glob(os.path.join(folder, "*openblas*"))):
         try:
             library = ctypes.CDLL(path)
         except OSError:
             continue
         function = getattr(library, _FUNCTIONS[dtype], None)
         if function is not None:
-            i64, pointer, scalar = ctypes.c_int64, ctypes.c_void_p, _SCALARS[dtype]
-            function.argtypes = [i64, i64, i64, i64, i64, i64, scalar, pointer, i64, pointer,
+            enum, i64, pointer, scalar = (
+                ctypes.c_int,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                _SCALARS[dtype],
+            )
+            function.argtypes = [enum, enum, enum, i64, i64, i64, scalar, pointer, i64, pointer,
                                  i64, scalar, pointer, i64]  # fmt: skip
             function.restype = None
             return function
@@ -50,6 +56,8 @@ def _gemm(dtype: np.dtype) -> Any:
 def _operand(array: np.ndarray) -> tuple[int, int] | None:
     """(transpose flag, leading dimension) for a 2-D array BLAS takes as it is, else None."""
     rows, cols = array.shape
+    if not array.flags.aligned or any(s % array.itemsize for s in array.strides):
+        return None  # (a field of a structured array, a view at an odd byte offset)
     row_stride, col_stride = (s // array.itemsize for s in array.strides)
     if col_stride == 1 and row_stride >= max(1, cols):
         return _NO_TRANS, row_stride
@@ -68,6 +76,7 @@ def add_matmul(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
         and a.ndim == b.ndim == out.ndim == 2
         and a.dtype == b.dtype == dtype
         and out.flags.c_contiguous
+        and out.flags.aligned
         and out.flags.writeable
         and a.shape[0] == out.shape[0]
         and b.shape[1] == out.shape[1]

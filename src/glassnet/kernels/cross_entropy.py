@@ -6,13 +6,15 @@ same numbers (the tests hold them to it) in fewer passes over memory:
     per row z (C classes):  m = max z            taken while the previous row's exps are
                                                  computed, as z arrives from memory
                             s = sum exp(z - m)   from cache; with a gradient wanted, the exps
-                                                 are stored (in place, or in a scratch row)
+                                                 are stored (in the row in place, else in out,
+                                                 or in a scratch row to be streamed to out)
                             loss pieces          O(1) per row
     fused backward:         g = e * k            scaled in cache, g written once
 
 so forward + backward reads the logits from memory once and writes the gradient once, the
 memory traffic of ``numpy.copyto``, and the arithmetic of one row overlaps the reads of the
-next (the only pass over a row that waits for memory is the first row's max). ``out`` may be
+next (a row's max waits for memory only at the start of a thread's rows and after an
+ignored row). ``out`` may be
 the logits array itself (in place): every element is read just before it is overwritten. A
 gradient larger than the caches is written with streaming stores (``kernels.intrinsics``),
 which skip reading ``out`` into the cache before writing it.
@@ -35,6 +37,7 @@ from glassnet._environment import cache_bytes
 from glassnet.kernels.first_run import expect, kernel_factory
 from glassnet.kernels.intrinsics import (
     ROUNDING_MAGIC,
+    SOURCE_DIGEST,
     ordered_bits,
     power_of_two_from_magic,
     prefetch,
@@ -173,6 +176,7 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
     want_grad, inplace, smoothing = bool(want_grad), bool(inplace), bool(smoothing)
     store = want_grad and not smoothing  # keep the exps in the gradient as they are summed
     streaming = bool(streaming) and store and not inplace
+    intrinsics = SOURCE_DIGEST  # a closure value: part of the cache key (see intrinsics)
 
     @njit(fastmath=FAST, nogil=True, cache=True)
     def kernel(
@@ -191,6 +195,7 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
         """
         classes = logits.shape[1]
         body = classes - classes % _BLOCK
+        _ = intrinsics
         scratch = np.empty(classes if streaming else 0, F)
         # Each row's max is taken while the row before computes its exps (the first row's
         # alone), as its blocks arrive from memory: ``ahead`` logits in front of the block

@@ -204,7 +204,8 @@ def _helper_running() -> bool:
     if not _helper_tried:
         _helper_tried = True
         if _helper_wanted():
-            env = {**os.environ, HELPER_VARIABLE: "1"}
+            # the features this process compiles for, so that the helper's cache entries match
+            env = {**os.environ, HELPER_VARIABLE: "1", "NUMBA_CPU_FEATURES": _cpu_features()}
             _helper = subprocess.Popen(
                 [sys.executable, "-m", "glassnet.kernels.first_run"],
                 stdin=subprocess.PIPE,
@@ -215,6 +216,13 @@ def _helper_running() -> bool:
             )
             atexit.register(_release_helper)
     return _helper is not None and _helper.poll() is None
+
+
+def _cpu_features() -> str:
+    """The LLVM features Numba compiles with in this process (its cache entries carry them)."""
+    from numba.core.registry import cpu_target
+
+    return cpu_target.target_context.codegen()._tm_features
 
 
 def _release_helper() -> None:

@@ -14,6 +14,9 @@ to 64 bits); prefetches and streaming stores decide how the kernels use the cach
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -21,6 +24,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+# Numba's disk cache knows only the source file of the kernel that inlines these: a kernel
+# closes over this digest (see cross_entropy._rows_kernel) so that a change here recompiles it.
+SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 LANES = 16  # floats per streaming store: 64 bytes, a cache line (two stores on AVX2)
 
 
