@@ -6,11 +6,9 @@ python hang_run.py OUT_DIR
 import sys
 import time
 
-import numpy as np
+from _tiny_run import fit_tiny
 
-import glassnet
 from glassnet.distributed import DataParallel, world
-from glassnet.nn import Flatten, Linear, Sequential
 from glassnet.train.callbacks import Callback
 
 
@@ -20,10 +18,4 @@ class HangOnRankOne(Callback):
             time.sleep(120)  # longer than the test waits: only the timeout can end the job
 
 
-rng = np.random.default_rng(0)
-x, y = rng.normal(size=(100, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, size=100)
-model = Sequential(Flatten(), Linear(4, 3, rng=rng))
-glassnet.fit(
-    model, (x, y), epochs=2, batch_size=10, callbacks=[HangOnRankOne()], out_dir=sys.argv[1],
-    verbose=0, distributed=DataParallel(timeout=3),
-)  # fmt: skip
+fit_tiny(HangOnRankOne(), sys.argv[1], epochs=2, distributed=DataParallel(timeout=3))

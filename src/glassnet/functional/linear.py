@@ -10,12 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from glassnet import kernels
-
-try:
-    from glassnet.kernels import blas as blas_kernels
-except ImportError:  # pragma: no cover (the module needs only NumPy and ctypes)
-    blas_kernels = None
-
+from glassnet.kernels import blas as blas_kernels
 
 _ROWS_PER_BLOCK = 8192
 
@@ -32,7 +27,7 @@ def add_matmul(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     array([[4., 4.],
            [4., 4.]])
     """
-    if blas_kernels is not None and kernels.enabled() and blas_kernels.add_matmul(out, a, b):
+    if kernels.enabled() and blas_kernels.add_matmul(out, a, b):
         return out
     for start in range(0, max(1, len(out)), _ROWS_PER_BLOCK):
         rows = slice(start, start + _ROWS_PER_BLOCK)

@@ -27,8 +27,8 @@ except ImportError:  # glassnet still works, on the NumPy reference paths
 __all__ = ["AVAILABLE", "disabled", "enabled", "get_num_threads", "set_num_threads"]
 
 
-def _allow_512_bit_vectors() -> str | None:
-    """On a CPU with AVX-512, let LLVM vectorise with 512-bit registers; the features set.
+def _allow_512_bit_vectors() -> None:
+    """On a CPU with AVX-512, let LLVM vectorise with 512-bit registers.
 
     LLVM's tuning for Intel's AVX-512 server cores prefers 256-bit vectors (the first such
     cores lowered their clock for 512-bit work), so Numba's loops used half the registers'
@@ -45,14 +45,12 @@ def _allow_512_bit_vectors() -> str | None:
     the kernels switched off.
     """
     if numba is None or numba.config.CPU_FEATURES is not None:
-        return None
+        return
     from numba.core.codegen import get_host_cpu_features
 
     features = get_host_cpu_features()
-    if "+avx512f" not in features.split(","):
-        return None
-    numba.config.CPU_FEATURES = f"{features},-prefer-256-bit"
-    return numba.config.CPU_FEATURES
+    if "+avx512f" in features.split(","):
+        numba.config.CPU_FEATURES = f"{features},-prefer-256-bit"
 
 
 AVAILABLE = numba is not None

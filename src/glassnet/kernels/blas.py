@@ -40,12 +40,8 @@ def _gemm(dtype: np.dtype) -> Any:
             continue
         function = getattr(library, _FUNCTIONS[dtype], None)
         if function is not None:
-            enum, i64, pointer, scalar = (
-                ctypes.c_int,
-                ctypes.c_int64,
-                ctypes.c_void_p,
-                _SCALARS[dtype],
-            )
+            i64, scalar = ctypes.c_int64, _SCALARS[dtype]
+            pointer, enum = ctypes.c_void_p, ctypes.c_int
             function.argtypes = [enum, enum, enum, i64, i64, i64, scalar, pointer, i64, pointer,
                                  i64, scalar, pointer, i64]  # fmt: skip
             function.restype = None

@@ -161,6 +161,19 @@ def _exp_sum(row, m, lo, hi):
     return total
 
 
+@njit(inline="always", fastmath=FAST)
+def _row_exps(row, grad, m, lo, hi, store, inplace):
+    """The exp loop of row[lo:hi] as the kernel's case wants it: stored into the row (in
+    place: the same name for loads and stores, which LLVM vectorises), into ``grad`` (the
+    gradient or the scratch row), or only summed; returns the sum. ``store`` and ``inplace``
+    are the kernel's constants."""
+    if store and inplace:
+        return _exps_into(row, row, m, lo, hi)
+    if store:
+        return _exps_into(row, grad, m, lo, hi)
+    return _exp_sum(row, m, lo, hi)
+
+
 @kernel_factory
 def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: bool):
     """The row kernel specialised to one case, compiled (and cached) on its first use.
@@ -230,19 +243,9 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
             for b in range(0, body, _BLOCK):
                 _fetch_ahead(logits, following, b + ahead)
                 best = _max_key(next_row, b, b + _BLOCK, best)
-                if store and inplace:
-                    total += _exps_into(row, row, m, b, b + _BLOCK)
-                elif store:
-                    total += _exps_into(row, grad, m, b, b + _BLOCK)
-                else:
-                    total += _exp_sum(row, m, b, b + _BLOCK)
+                total += _row_exps(row, grad, m, b, b + _BLOCK, store, inplace)
             best = _max_key(next_row, body, classes, best)
-            if store and inplace:
-                total += _exps_into(row, row, m, body, classes)
-            elif store:
-                total += _exps_into(row, grad, m, body, classes)
-            else:
-                total += _exp_sum(row, m, body, classes)
+            total += _row_exps(row, grad, m, body, classes, store, inplace)
             m_next = _shift(best)
             _fetch_start(logits, i + 2 if i + 2 < last else following, ahead)
             lse = math.log(total) if total != 0 else F(0.0)
