@@ -2,6 +2,7 @@
 kernels a training step will call, for exactly the types it will call them with; file locks
 keep two processes from compiling one kernel; the helper runs only our own kernels."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -124,15 +125,21 @@ def test_the_helper_compiles_the_backward_kernels_a_first_step_then_loads(tmp_pa
         cache = Path(__import__("os").environ["NUMBA_CACHE_DIR"])
         model, loss = nn.convnet(rng=np.random.default_rng(0)), nn.CrossEntropyLoss()
         x = np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32)
-        loss(model(x), np.arange(8) % 10)
+        logits = model(x)
         assert first_run._helper is not None, "no helper started on an empty cache"
         backward = [conv._col2im, pool._max_pool2d_backward, activation._relu_backward_inplace]
         deadline = time.monotonic() + 240
-        names = ["conv._col2im", "pool._max_pool2d_backward", "activation._relu_backward_inplace"]
-        while not all(any(cache.rglob(name + "-*.nbi")) for name in names):
+        # (with the loss kernel in the cache too: while the loss waited for the helper, this
+        # process would compile the backward kernels itself)
+        names = [
+            "conv._col2im", "pool._max_pool2d_backward", "activation._relu_backward_inplace",
+            "cross_entropy._rows_kernel",
+        ]
+        while not all(any(cache.rglob(name + "*.nbi")) for name in names):
             assert time.monotonic() < deadline, "the helper did not fill the cache"
             time.sleep(0.1)
         time.sleep(0.5)  # the index file is written last; let the data file's write settle
+        loss(logits, np.arange(8) % 10)
         model.backward(loss.backward())
         for kernel in backward:
             assert sum(kernel.stats.cache_hits.values()) == 1, kernel
@@ -207,6 +214,69 @@ def test_a_process_waits_for_the_kernel_another_holds_the_lock_of():
     out, _ = child.communicate(timeout=120)
     assert child.returncode == 0
     assert out.strip() == "done"
+
+
+class _FakeKernel:
+    """Stands for a Numba kernel: records its compiles in ``log``; ``on_compile`` runs then."""
+
+    def __init__(self, name, log, on_compile=None):
+        self.name, self.log, self.on_compile = name, log, on_compile
+        self.py_func = None
+
+    def __call__(self, *args):
+        self.log.append(self.name)
+        if self.on_compile:
+            self.on_compile()
+
+
+def _fake_locks(monkeypatch, held):
+    """Locks of the fake kernels: those in ``held`` are another process's until waited for."""
+
+    @contextlib.contextmanager
+    def kernel_lock(kernel, wait=True):
+        if kernel in held and wait:
+            held.discard(kernel)  # as if the other process finished and let go
+        yield kernel not in held
+
+    monkeypatch.setattr(first_run, "kernel_lock", kernel_lock)
+    monkeypatch.setattr(first_run, "_request", lambda *args, **kwargs: None)
+    monkeypatch.setattr(first_run, "ready", set())
+    monkeypatch.setattr(first_run, "_upcoming", [])
+    monkeypatch.setattr(first_run, "_followers", {})
+    monkeypatch.setattr(first_run, "_helper_tried", False)
+
+
+def test_while_another_compiles_a_kernel_this_process_compiles_its_followers(monkeypatch):
+    """A kernel locked by the helper: this process compiles what it will need next (the
+    followers, newest first, then what was expected ahead), and takes the kernel when its
+    lock comes free; a follower the helper holds is left to the helper."""
+    log, held = [], set()
+    _fake_locks(monkeypatch, held)
+    forward, loss = _FakeKernel("forward", log), _FakeKernel("loss", log)
+    early, late, busy = (_FakeKernel(name, log) for name in ("early", "late", "busy"))
+    first_run.expect(loss, ())
+    first_run._followers[forward] = tuple(lambda k=k: (k, ()) for k in (early, busy, late))
+    held.update({loss, busy})
+    first_run.prepare(forward, ())  # free: compiled at once, its followers wait their turn
+    assert log == ["forward"]
+    first_run.prepare(loss, ())
+    assert log == ["forward", "late", "early", "loss"]
+    assert first_run.ready == {forward, loss, early, late}
+    assert first_run._upcoming == []
+
+
+def test_a_locked_kernel_is_taken_as_soon_as_its_lock_is_free(monkeypatch):
+    log, held = [], set()
+    _fake_locks(monkeypatch, held)
+    kernel = _FakeKernel("kernel", log)
+    # the first follower's compile is when the other process lets go of the kernel
+    first = _FakeKernel("first", log, on_compile=lambda: held.discard(kernel))
+    second = _FakeKernel("second", log)
+    first_run._followers[kernel] = ((lambda: (second, ())), (lambda: (first, ())))
+    held.add(kernel)
+    first_run.prepare(kernel, ())
+    assert log == ["first", "kernel"]
+    assert first_run._upcoming == [(second, ())]
 
 
 def test_the_helper_serves_the_newest_request_first_and_only_our_kernels(monkeypatch):

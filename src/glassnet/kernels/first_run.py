@@ -18,7 +18,10 @@ step: four or five seconds of Numba on one core. Two things shorten that:
 * **A lock per kernel.** Every process compiles or loads a kernel while holding a file lock
   beside its cache entry, so whoever comes second waits and loads the other's work from the
   cache instead of compiling it again: the helper and this process, or the ranks of an MPI
-  job starting together.
+  job starting together. Rather than wait, a process that finds a kernel it needs locked
+  first compiles the followers it asked the helper for and those named ahead, whichever the
+  helper has not started (the loss kernel, the first one a forward pass waits for, takes the
+  helper a second; the three backward kernels then compile here in the meantime).
 
 Same compiler, same CPU, same machine code: what a run computes does not depend on who
 compiled what. Nothing is started under MPI (the ranks already use the cores), on one core,
@@ -60,6 +63,9 @@ _lock = threading.Lock()
 _helper: subprocess.Popen | None = None
 _helper_tried = False
 _requested: set[str] = set()  # request lines sent to the helper
+# Followers this process asked for, as (kernel, args): compiled here while a kernel this
+# process needs is locked by whoever compiles it (see prepare).
+_upcoming: list[tuple[Any, tuple]] = []
 
 
 def follows(forward: Any, *followers: _Follower) -> None:
@@ -97,6 +103,7 @@ def expect(kernel: Any, args: tuple) -> None:
     with _lock:
         if kernel not in ready:
             _request(kernel, args, ahead=True)
+            _upcoming.insert(0, (kernel, args))  # the last this process takes up itself
 
 
 def prepare(kernel: Any, args: tuple) -> None:
@@ -108,27 +115,65 @@ def prepare(kernel: Any, args: tuple) -> None:
         if kernel in ready:
             return
         for follower in _followers.get(kernel, ()):
-            _request(*follower(*args))
-        with kernel_lock(kernel):
-            kernel(*args, 0, 0)  # an empty range: compiles for these types, touches nothing
-        ready.add(kernel)
+            upcoming = follower(*args)
+            _request(*upcoming)
+            _upcoming.append(upcoming)
+        while not _compile_unless_locked(kernel, args):
+            # The helper (or another process) is compiling it: meanwhile compile the next
+            # kernel this process will need, newest first as the helper would, and load
+            # this one when its lock comes free (from the cache, then).
+            if not _compile_upcoming():
+                with kernel_lock(kernel):
+                    _compile_here(kernel, args)
+                break
+
+
+def _compile_here(kernel: Any, args: tuple) -> None:
+    kernel(*args, 0, 0)  # an empty range: compiles for these types, touches nothing
+    ready.add(kernel)
+
+
+def _compile_unless_locked(kernel: Any, args: tuple) -> bool:
+    """Compile or load ``kernel`` under its lock if the lock is free now; whether it was."""
+    with kernel_lock(kernel, wait=False) as free:
+        if free:
+            _compile_here(kernel, args)
+    return free
+
+
+def _compile_upcoming() -> bool:
+    """Compile one follower that is neither ready nor being compiled elsewhere; whether
+    there was one."""
+    while _upcoming:
+        kernel, args = _upcoming.pop()
+        if kernel not in ready and _compile_unless_locked(kernel, args):
+            return True
+    return False
 
 
 @contextmanager
-def kernel_lock(kernel: Any) -> Iterator[None]:
-    """Hold an exclusive file lock beside ``kernel``'s disk cache (none where there is none)."""
+def kernel_lock(kernel: Any, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive file lock beside ``kernel``'s disk cache (none where there is none).
+
+    Gives True while the lock is held (or there is none to take); with ``wait=False`` it does
+    not wait for a lock another process holds, and gives False instead.
+    """
     path = _lock_path(kernel)
     if path is None:
-        yield
+        yield True
         return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # a cache we cannot write: Numba will not cache there either
-        yield
+        yield True
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # releases the lock
 
