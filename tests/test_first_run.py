@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 
 import numba
 import numpy as np
@@ -277,6 +278,19 @@ def test_a_locked_kernel_is_taken_as_soon_as_its_lock_is_free(monkeypatch):
     first_run.prepare(kernel, ())
     assert log == ["first", "kernel"]
     assert first_run._upcoming == [(second, ())]
+
+
+def test_the_kernels_noted_for_later_do_not_keep_the_batch_alive(monkeypatch):
+    log, held = [], set()
+    _fake_locks(monkeypatch, held)
+    kernel, follower = _FakeKernel("kernel", log), _FakeKernel("follower", log)
+    first_run._followers[kernel] = (lambda x: (follower, (x, 2)),)
+    activations = np.zeros((4, 3), np.float32)
+    alive = weakref.ref(activations)
+    first_run.prepare(kernel, (activations,))
+    del activations
+    assert alive() is None
+    assert first_run._upcoming == [(follower, ("a<f42C", "i"))]
 
 
 def test_the_helper_serves_the_newest_request_first_and_only_our_kernels(monkeypatch):

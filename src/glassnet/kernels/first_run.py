@@ -63,9 +63,10 @@ _lock = threading.Lock()
 _helper: subprocess.Popen | None = None
 _helper_tried = False
 _requested: set[str] = set()  # request lines sent to the helper
-# Followers this process asked for, as (kernel, args): compiled here while a kernel this
-# process needs is locked by whoever compiles it (see prepare).
-_upcoming: list[tuple[Any, tuple]] = []
+# Followers this process asked for, as (kernel, argument words): compiled here while a kernel
+# this process needs is locked by whoever compiles it (see prepare). Words, not the arguments:
+# those are a batch's activations, which this list would otherwise keep alive.
+_upcoming: list[tuple[Any, tuple[str, ...]]] = []
 
 
 def follows(forward: Any, *followers: _Follower) -> None:
@@ -103,7 +104,7 @@ def expect(kernel: Any, args: tuple) -> None:
     with _lock:
         if kernel not in ready:
             _request(kernel, args, ahead=True)
-            _upcoming.insert(0, (kernel, args))  # the last this process takes up itself
+            _remember(kernel, args, last=True)  # the last this process takes up itself
 
 
 def prepare(kernel: Any, args: tuple) -> None:
@@ -117,7 +118,7 @@ def prepare(kernel: Any, args: tuple) -> None:
         for follower in _followers.get(kernel, ()):
             upcoming = follower(*args)
             _request(*upcoming)
-            _upcoming.append(upcoming)
+            _remember(*upcoming)
         while not _compile_unless_locked(kernel, args):
             # The helper (or another process) is compiling it: meanwhile compile the next
             # kernel this process will need, newest first as the helper would, and load
@@ -141,11 +142,19 @@ def _compile_unless_locked(kernel: Any, args: tuple) -> bool:
     return free
 
 
+def _remember(kernel: Any, args: tuple, last: bool = False) -> None:
+    """Note ``kernel`` for :func:`_compile_upcoming`, with the types of ``args``."""
+    words = tuple(describe(value) for value in args)
+    if None not in words and hasattr(kernel, "py_func"):
+        _upcoming.insert(0 if last else len(_upcoming), (kernel, words))
+
+
 def _compile_upcoming() -> bool:
     """Compile one follower that is neither ready nor being compiled elsewhere; whether
     there was one."""
     while _upcoming:
-        kernel, args = _upcoming.pop()
+        kernel, words = _upcoming.pop()
+        args = tuple(rebuild(word) for word in words)
         if kernel not in ready and _compile_unless_locked(kernel, args):
             return True
     return False
