@@ -217,6 +217,20 @@ def test_a_process_waits_for_the_kernel_another_holds_the_lock_of():
     assert out.strip() == "done"
 
 
+def test_a_lock_held_elsewhere_is_reported_busy_without_waiting():
+    """flock locks belong to an open file: a second open of the lock file (here in the same
+    process, as in another) finds it taken and does not wait."""
+    kernel = conv_kernels._im2col
+    if first_run._lock_path(kernel) is None:
+        pytest.skip("no lock files here (no fcntl or no cache directory)")
+    with first_run.kernel_lock(kernel) as held:
+        assert held
+        with first_run.kernel_lock(kernel, wait=False) as free:
+            assert not free
+    with first_run.kernel_lock(kernel, wait=False) as free:
+        assert free
+
+
 class _FakeKernel:
     """Stands for a Numba kernel: records its compiles in ``log``; ``on_compile`` runs then."""
 
