@@ -121,20 +121,20 @@ def test_the_helper_compiles_the_backward_kernels_a_first_step_then_loads(tmp_pa
         from pathlib import Path
         import numpy as np
         from glassnet import nn
-        from glassnet.kernels import conv, pool, activation, first_run
+        from glassnet.kernels import conv, pool, first_run
 
         cache = Path(__import__("os").environ["NUMBA_CACHE_DIR"])
         model, loss = nn.convnet(rng=np.random.default_rng(0)), nn.CrossEntropyLoss()
         x = np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32)
         logits = model(x)
         assert first_run._helper is not None, "no helper started on an empty cache"
-        backward = [conv._col2im, pool._max_pool2d_backward, activation._relu_backward_inplace]
+        # (the ReLUs run inside the poolings: their gradients go through the poolings' argmax)
+        backward = [conv._col2im, pool._max_pool2d_backward]
         deadline = time.monotonic() + 240
         # (with the loss kernel in the cache too: while the loss waited for the helper, this
         # process would compile the backward kernels itself)
         names = [
-            "conv._col2im", "pool._max_pool2d_backward", "activation._relu_backward_inplace",
-            "cross_entropy._rows_kernel",
+            "conv._col2im", "pool._max_pool2d_backward", "cross_entropy._rows_kernel",
         ]
         while not all(any(cache.rglob(name + "*.nbi")) for name in names):
             assert time.monotonic() < deadline, "the helper did not fill the cache"

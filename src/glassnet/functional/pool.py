@@ -78,12 +78,20 @@ def _taps_inside(
 
 
 def max_pool2d(
-    x: np.ndarray, kernel_size: Size, stride: Size | None = None, padding: Size = 0
+    x: np.ndarray,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``out[n, c, y, x] = max of x_pad over the kH x kW window at (sH * y, sW * x)``.
 
     Args:
         x: (N, C, H, W). kernel_size, stride (default: kernel_size), padding: ints or pairs.
+        relu: also apply a ReLU to the maxima (``relu(max_pool2d(x))`` in one pass); argmax
+            is then -1 wherever the output is not positive, so :func:`max_pool2d_backward`
+            sends no gradient back from there, as the ReLU's backward would not (the same
+            numbers for a finite gradient).
     Returns:
         (out, argmax), both (N, C, H_out, W_out): the maxima and their offsets in the window.
 
@@ -98,7 +106,7 @@ def max_pool2d(
     if use_kernels(x):
         out = np.empty((n, h_out, w_out, c), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=index_dtype)
-        pool_kernels.max_pool2d(channels_last(x), kh, kw, sh, sw, top, left, out, argmax)
+        pool_kernels.max_pool2d(channels_last(x), kh, kw, sh, sw, top, left, out, argmax, relu)
         return nchw_view(out), nchw_view(argmax)
     lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     xp = pad_spatial(x, geo.pads, lowest)
@@ -118,6 +126,9 @@ def max_pool2d(
         better = candidate > out
         np.maximum(out, candidate, out=out)
         np.maximum(argmax, better * argmax.dtype.type(offset), out=argmax)
+    if relu:
+        argmax[~(out > 0)] = -1  # NaN included: ReLU's backward passes nothing there either
+        out[out <= 0] = 0
     return out, argmax
 
 

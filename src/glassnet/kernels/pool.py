@@ -15,22 +15,23 @@ from glassnet.kernels.first_run import expect, follows, kernel_factory
 from glassnet.kernels.threads import parallel_for
 
 
-def max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax):
+def max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax, relu=False):
     """out[n, y, x, :] = max over the kH x kW window at (sh y - top, sw x - left); argmax the
     window offset i * kW + j it came from. Same rule as the NumPy reference: a running max over
     the window's taps inside x (padding never wins) in offset order, from the first of them;
     ties stay with the first, a NaN propagates to out (and argmax keeps the last offset that
-    was strictly greater).
+    was strictly greater). With ``relu``, a maximum <= 0 becomes 0 and, where the output is
+    not positive (NaN included), argmax is -1: no gradient goes back there.
 
-    x (N, H, W, C); out (N, H_out, W_out, C); argmax like out, an integer dtype.
+    x (N, H, W, C); out (N, H_out, W_out, C); argmax like out, a signed integer dtype.
     """
-    parallel_for(_max_pool2d, x.shape[0], x, kh, kw, sh, sw, top, left, out, argmax,
-                 work=x.size)  # fmt: skip
+    parallel_for(_max_pool2d, x.shape[0], x, kh, kw, sh, sw, top, left, bool(relu), out,
+                 argmax, work=x.size)  # fmt: skip
     return out, argmax
 
 
 @njit(nogil=True, cache=True)
-def _max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax, first, last):
+def _max_pool2d(x, kh, kw, sh, sw, top, left, relu, out, argmax, first, last):
     """:func:`max_pool2d` for images first..last-1."""
     h, w, c = x.shape[1:]
     h_out, w_out = out.shape[1], out.shape[2]
@@ -59,6 +60,13 @@ def _max_pool2d(x, kh, kw, sh, sw, top, left, out, argmax, first, last):
                                 argmax[b, y, xo, ch] = offset
                             if v > current or v != v:
                                 out[b, y, xo, ch] = v
+                if relu:  # the ReLU after the pooling, on the channel vector still in cache
+                    for ch in range(c):
+                        v = out[b, y, xo, ch]
+                        if not v > 0:
+                            argmax[b, y, xo, ch] = -1
+                        if v <= 0:
+                            out[b, y, xo, ch] = 0
     return out, argmax
 
 
@@ -146,8 +154,12 @@ def _conv_weight_grad_2x2(kh: int, kw: int, c_in: int):
             for yo in range(h_p):
                 for xo in range(w_p):
                     r0, c0 = sh * psh * yo, sw * psw * xo  # tap (0, 0) of the window's first pixel
+                    # argmax -1: a ReLU after the pooling let no gradient through (g - g and
+                    # v - v are zeros of the arrays' dtype, NaN where the unfused pair's
+                    # products with 0 would be)
                     for c in range(c_out):
-                        acc[b, k, c] += grad_out[b, yo, xo, c]
+                        g = grad_out[b, yo, xo, c]
+                        acc[b, k, c] += g if argmax[b, yo, xo, c] >= 0 else g - g
                     for i in range(kh):
                         for j in range(kw):
                             for ci in range(c_in):
@@ -159,6 +171,7 @@ def _conv_weight_grad_2x2(kh: int, kw: int, c_in: int):
                                 for c in range(c_out):
                                     o = argmax[b, yo, xo, c]
                                     v = p00 if o == 0 else p01 if o == 1 else p10 if o == 2 else p11
+                                    v = v if o >= 0 else v - v
                                     acc[b, t, c] += grad_out[b, yo, xo, c] * v
         return acc
 
@@ -170,7 +183,7 @@ def _conv_weight_grad_2x2(kh: int, kw: int, c_in: int):
 # for: expect_conv_weight_grad_2x2.)
 follows(
     _max_pool2d,
-    lambda x, kh, kw, sh, sw, top, left, out, argmax: (
+    lambda x, kh, kw, sh, sw, top, left, relu, out, argmax: (
         _max_pool2d_backward,
         (out, argmax, kh, kw, sh, sw, top, left, x),
     ),

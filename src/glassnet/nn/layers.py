@@ -204,6 +204,9 @@ class ReLU(Module):
     # ReLU runs before or after it: ReLU never reorders numbers, and a window whose maximum
     # is <= 0 gets a zero gradient either way. After the pool it sees a quarter of them.
     commutes_with = (MaxPool2d,)
+    # After a MaxPool2d (so, usually, after the swap above), the pooling applies it in its own
+    # pass over the output: see MaxPool2d.forward_with_relu.
+    applied_by = (MaxPool2d,)
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
@@ -212,8 +215,12 @@ class ReLU(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         out = relu(x, out=x if self.inplace else None)
-        self._out = out if is_grad_enabled() else None
+        self.applied(out)
         return out
+
+    def applied(self, out: np.ndarray) -> None:
+        """Keep ``out``, this layer's output, for backward (the layer before may compute it)."""
+        self._out = out if is_grad_enabled() else None
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         require_cache(self, self._out)

@@ -517,6 +517,17 @@ def _fuses_backward(layers: list[Module]) -> bool:
     )
 
 
+def _fuses_relu(layer: Module, after: Module) -> bool:
+    """Whether ``layer`` applies the layer ``after`` it in its own pass (``after``'s class
+    lists ``layer``'s in ``applied_by``: a ReLU after a max pooling, see
+    MaxPool2d.forward_with_relu); not for watched layers, which a trace shows one by one."""
+    return (
+        type(layer) in type(after).__dict__.get("applied_by", ())
+        and not _replaced_on_instance(layer)
+        and not _replaced_on_instance(after)
+    )
+
+
 def _replaced_on_instance(module: Module) -> bool:
     """Whether the instance's forward or backward has been replaced (a watcher's wrapper)."""
     return "forward" in module.__dict__ or "backward" in module.__dict__
@@ -616,8 +627,15 @@ class Sequential(Module):
         return out
 
     def _forward_whole(self, x: np.ndarray) -> np.ndarray:
-        for layer in self._run_order():
-            x = layer(x)
+        layers = self._run_order()
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _fuses_relu(layers[i], layers[i + 1]):
+                x = layers[i].forward_with_relu(x, layers[i + 1])
+                i += 2
+                continue
+            x = layers[i](x)
+            i += 1
         return x
 
     def _run_order(self) -> list[Module]:
@@ -649,6 +667,8 @@ class Sequential(Module):
         layers = self._run_order()
         fused = not need_input_grad and _fuses_backward(layers)
         for i in range(len(layers) - 1, 1 if fused else -1, -1):
+            if i > 0 and _fuses_relu(layers[i - 1], layers[i]) and layers[i - 1].relu_applied:
+                continue  # a ReLU its max pooling applied: the pooling's argmax routes for it
             grad_out = backward_of(layers[i], grad_out, need_input_grad=i > 0 or need_input_grad)
         if fused:
             layers[0].backward_through(layers[1], grad_out)

@@ -62,13 +62,27 @@ class MaxPool2d(_Pool2d):
     def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Size = 0) -> None:
         super().__init__(kernel_size, stride, padding)
         self._argmax: np.ndarray | None = None
+        self.relu_applied = False  # whether the last forward applied the ReLU after it too
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._pool(x, relu=False)
+
+    def forward_with_relu(self, x: np.ndarray, relu: Module) -> np.ndarray:
+        """``relu(self(x))`` in one pass over the output (``Sequential`` runs a ReLU after a
+        max pooling so): the same numbers, and ``relu``'s backward need not run, since the
+        positions it would zero send no gradient back through this layer's ``argmax``.
+        ``relu`` keeps its output as its own forward would."""
+        out = self._pool(x, relu=True)
+        relu.applied(out)
+        return out
+
+    def _pool(self, x: np.ndarray, relu: bool) -> np.ndarray:
         self._check_input(x)
-        out, argmax = max_pool2d(x, *self._window())
+        out, argmax = max_pool2d(x, *self._window(), relu=relu)
         keep = is_grad_enabled()
         self._x_shape = x.shape if keep else None
         self._argmax = argmax if keep else None
+        self.relu_applied = relu
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
