@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from glassnet import nn
-from glassnet.functional.activation import relu
+from glassnet.functional.activation import relu, relu_backward
 from glassnet.functional.conv import conv2d
 from glassnet.functional.pool import (
     conv2d_weight_grad_through_max_pool,
@@ -103,3 +103,18 @@ def test_a_watched_relu_runs_on_its_own():
     relus = [step for step in steps if step.layer.endswith("ReLU")]
     assert len(relus) == 2 and all(step.grad_shape is not None for step in relus)
 
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relus_gradient_is_a_select_as_pytorchs(kernel_path, in_place):
+    """A NaN or inf gradient where the ReLU is closed gives 0 (PyTorch's threshold_backward),
+    as the fused pooling's argmax -1 does; where it is open it passes as it is."""
+    torch = pytest.importorskip("torch")
+    x = np.tile(np.array([-1.0, 0.0, 2.0, -3.0, 4.0], np.float32), 20)
+    grad = np.tile(np.array([np.nan, np.inf, 1.5, -np.inf, np.nan], np.float32), 20)
+    y = relu(x)
+    buffer = grad.copy()
+    got = relu_backward(buffer, y, out=buffer if in_place else None)
+    tx = torch.from_numpy(x).requires_grad_()
+    torch.relu(tx).backward(torch.from_numpy(grad))
+    np.testing.assert_array_equal(got, tx.grad.numpy())

@@ -47,9 +47,11 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def relu_backward(grad_out: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """dL/dx = grad_out * (y > 0), with y = relu(x) the forward output.
+    """dL/dx = grad_out where y > 0, else 0, with y = relu(x) the forward output.
 
-    ``out`` may be ``grad_out`` itself (in place).
+    A select, not a product: a NaN or inf in grad_out where y <= 0 gives 0, as PyTorch's
+    ``threshold_backward`` does (a product with 0 would give NaN). ``out`` may be
+    ``grad_out`` itself (in place).
     """
     grad = np.empty_like(y, dtype=np.result_type(grad_out, y)) if out is None else out
     flat = _flat(grad_out, y, grad)
@@ -59,7 +61,7 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray, out: np.ndarray | None = 
         np.copyto(grad, grad_out)
         flat = _flat(grad, y, grad)
     if flat is None:
-        np.multiply(grad_out, y > 0, out=grad)
+        np.copyto(grad, np.where(y > 0, grad_out, 0))
     else:
         activation_kernels.relu_backward(*flat)
     return grad

@@ -90,8 +90,7 @@ def max_pool2d(
         x: (N, C, H, W). kernel_size, stride (default: kernel_size), padding: ints or pairs.
         relu: also apply a ReLU to the maxima (``relu(max_pool2d(x))`` in one pass); argmax
             is then -1 wherever the output is not positive, so :func:`max_pool2d_backward`
-            sends no gradient back from there, as the ReLU's backward would not (the same
-            numbers for a finite gradient).
+            sends no gradient back from there, as the ReLU's backward would not.
     Returns:
         (out, argmax), both (N, C, H_out, W_out): the maxima and their offsets in the window.
 

@@ -38,8 +38,8 @@ def _relu(x, out, first, last):
 
 
 def relu_backward(grad_out, y, grad_x):
-    """grad_x = grad_out * (y > 0) elementwise on 1-D arrays (y is the ReLU's output);
-    grad_x may be grad_out."""
+    """grad_x = grad_out where y > 0, else 0, elementwise on 1-D arrays (y is the ReLU's
+    output); grad_x may be grad_out."""
     if _same(grad_x, grad_out):
         parallel_for(_relu_backward_inplace, y.shape[0], grad_x, y)
     else:
@@ -59,14 +59,14 @@ def _relu_inplace(x, first, last):
 def _relu_backward(grad_out, y, grad_x, first, last):
     grad_out, y, grad_x = grad_out[first:last], y[first:last], grad_x[first:last]
     for i in range(y.shape[0]):
-        grad_x[i] = grad_out[i] * (1 if y[i] > 0 else 0)
+        grad_x[i] = grad_out[i] if y[i] > 0 else 0  # a select: a NaN gradient gives 0 there
 
 
 @njit(nogil=True, cache=True)
 def _relu_backward_inplace(grad, y, first, last):
     grad, y = grad[first:last], y[first:last]
     for i in range(y.shape[0]):
-        grad[i] = grad[i] * (1 if y[i] > 0 else 0)
+        grad[i] = grad[i] if y[i] > 0 else 0
 
 
 # What a training step runs after each forward kernel (see glassnet.kernels.first_run): an
