@@ -154,8 +154,9 @@ def _compile_upcoming() -> bool:
     there was one."""
     while _upcoming:
         kernel, words = _upcoming.pop()
-        args = tuple(rebuild(word) for word in words)
-        if kernel not in ready and _compile_unless_locked(kernel, args):
+        if kernel in ready:
+            continue
+        if _compile_unless_locked(kernel, tuple(rebuild(word) for word in words)):
             return True
     return False
 
