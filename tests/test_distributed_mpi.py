@@ -57,6 +57,9 @@ CASES = {
     # Dropout; 202 samples in batches of 20: the last batch of 2 leaves rank 2 of 3 idle
     "dropout-float64": (("mlp", "float64", "202"), 1e-12),
     "dropout-float32": (("mlp", "float32", "202"), 1e-5),
+    # class weights and ignored targets, spread unevenly over the ranks: a slice's mean is
+    # not its share of the batch's mean (as DDP averages it); some slices count nothing
+    "weighted-ignored-float64": (("mlp", "float64", "202", "--weighted"), 1e-12),
     # SyncBatchNorm, augmentation, and ranks whose own initial weights differ (rank 0's win)
     "syncbn-float64": (
         ("bn", "float64", "206", "--sync-batchnorm", "--augment", "--unseeded"),

@@ -177,3 +177,60 @@ def test_nll_rejects_bad_input():
         nll_loss(np.zeros((2, 3), np.int64), np.array([0, 1]))
     with pytest.raises(RuntimeError, match="before forward"):
         NLLLoss().backward()
+
+
+# --- the denominator of a mean (data-parallel training adds these over the processes) ------
+
+
+def _spatial_logits_and_target(rng):
+    """(N, C, d) logits and (N, d) targets with some ignored: a mean over 3 * 5 positions."""
+    target = rng.integers(0, 4, size=(3, 5))
+    target[0, :2] = target[2, 4] = -100
+    return rng.standard_normal((3, 4, 5)), target
+
+
+@pytest.mark.parametrize("loss_type", ["CrossEntropyLoss", "NLLLoss", "LinearCrossEntropy"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_denominator_is_what_the_mean_divides_the_sum_by(loss_type, weighted):
+    from glassnet.nn import CrossEntropyLoss, LinearCrossEntropy
+
+    rng = np.random.default_rng(0)
+    weight = np.array([0.5, 1.0, 2.0, 4.0]) if weighted else None
+    if loss_type == "LinearCrossEntropy":
+        x, target = rng.standard_normal((6, 3)), np.array([0, 3, -100, 2, 3, -100])
+        mean_fn = LinearCrossEntropy(3, 4, weight=weight, dtype=np.float64, rng=rng)
+        sum_fn = LinearCrossEntropy(3, 4, weight=weight, reduction="sum", dtype=np.float64)
+        sum_fn.load_state_dict(mean_fn.state_dict())
+        counted = target[target != -100]
+    else:
+        x, target = _spatial_logits_and_target(rng)
+        counted = target[target != -100]
+        if loss_type == "NLLLoss":
+            x = log_softmax(x, axis=1)
+        cls = {"CrossEntropyLoss": CrossEntropyLoss, "NLLLoss": NLLLoss}[loss_type]
+        mean_fn, sum_fn = cls(weight=weight), cls(weight=weight, reduction="sum")
+    expected = float(weight[counted].sum()) if weighted else float(len(counted))
+    mean, total = float(mean_fn(x, target)), float(sum_fn(x, target))
+    assert mean_fn.denominator == pytest.approx(expected, rel=1e-15)
+    assert mean * mean_fn.denominator == pytest.approx(total, rel=1e-12)
+
+
+def test_denominator_of_probability_targets_and_mse_counts_rows_and_elements():
+    from glassnet.nn import CrossEntropyLoss
+
+    rng = np.random.default_rng(1)
+    loss_fn = CrossEntropyLoss(weight=np.array([1.0, 3.0, 2.0]))
+    probs = np.full((5, 3), 1 / 3)
+    loss_fn(rng.standard_normal((5, 3)), probs)
+    assert loss_fn.denominator == 5.0  # PyTorch: probability targets' mean divides by N
+    mse = MSELoss()
+    mse(np.zeros((4, 3)), np.ones((4, 3)))
+    assert mse.denominator == 12.0
+
+
+def test_denominator_before_forward_is_an_error():
+    from glassnet.nn import CrossEntropyLoss
+
+    for loss_fn in (CrossEntropyLoss(), NLLLoss(), MSELoss()):
+        with pytest.raises(RuntimeError, match="denominator needs a forward"):
+            _ = loss_fn.denominator

@@ -1,7 +1,9 @@
 """Train a small model with fit(distributed=...) and save rank 0's final weights and history.
 
-python fit_run.py OUT.npz MODEL DTYPE N_TRAIN [--sync-batchnorm] [--augment] [--unseeded]; run
-alone (one process) or under mpiexec. MODEL: mlp (Dropout), bn (BatchNorm1d + Dropout).
+python fit_run.py OUT.npz MODEL DTYPE N_TRAIN [--sync-batchnorm] [--augment] [--unseeded]
+[--weighted]; run alone (one process) or under mpiexec. MODEL: mlp (Dropout), bn (BatchNorm1d +
+Dropout). --weighted: a cross-entropy with class weights that ignores half the targets, so
+the ranks' slices count different amounts (some slices nothing at all).
 """
 
 import json
@@ -11,7 +13,7 @@ import numpy as np
 
 import glassnet
 from glassnet.distributed import DataParallel
-from glassnet.nn import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sequential
+from glassnet.nn import BatchNorm1d, CrossEntropyLoss, Dropout, Flatten, Linear, ReLU, Sequential
 from glassnet.optim import Adam
 
 out, kind, dtype, n_train = sys.argv[1], sys.argv[2], np.dtype(sys.argv[3]), int(sys.argv[4])
@@ -39,10 +41,16 @@ if "--augment" in sys.argv:
         return batch + generator.normal(scale=0.1, size=batch.shape).astype(batch.dtype)
 
 
+loss_fn = None
+if "--weighted" in sys.argv:
+    y[rng.random(n) < 0.5] = -1  # ignored
+    loss_fn = CrossEntropyLoss(weight=np.array([0.5, 1.0, 2.0, 4.0]), ignore_index=-1)
+
 history = glassnet.fit(
     model,
     (x[:n_train], y[:n_train]),
     val_data=(x[n_train:], y[n_train:]),
+    loss_fn=loss_fn,
     optimizer=Adam(model.parameters(), lr=1e-2),
     epochs=3,
     batch_size=20,

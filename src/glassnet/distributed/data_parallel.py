@@ -5,9 +5,13 @@ step every rank computes the gradient of its slice, and one allreduce over a sin
 (tensor fusion) sums them. fit (:mod:`glassnet.train.loop`) calls this module; the step itself
 does not change.
 
-Exactness: with global batch B split into slices of n_r samples, the loss's gradient is scaled
-by n_r / B before the sum (``loss_fn.backward(n_r / B)``), so the summed gradient is the one
-of the mean over B, for uneven slices and last batches too. Dropout draws its mask for the
+Exactness: a mean loss over the global batch is sum(S_r) / sum(D_r), where rank r's slice has
+the summed loss S_r and the denominator D_r (its samples, or the weight of its counted targets
+with ignore_index and class weights: the loss's ``denominator``). Each rank backpropagates the
+gradient of S_r (``loss_fn.backward(D_r)``); one allreduce adds them with the D_r, and the sum
+is divided by sum(D_r): the gradient of the global mean, for uneven slices, last batches and
+targets ignored or weighted unevenly over the ranks. (PyTorch's DDP averages the ranks'
+means, which is this only when every D_r is in proportion to the slice.) Dropout draws its mask for the
 whole global batch from the shared Generator and uses its slice, so P processes take the same
 steps as one; the weights then agree within the round-off of the summation order.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,8 +31,17 @@ from glassnet.nn import Module
 from glassnet.nn.layers import Dropout
 from glassnet.nn.module import Parameter
 
-# The step's statistics that travel with the gradients: loss * n_r, correct, stop requested.
-_STATS = 3
+
+class StepTotals(NamedTuple):
+    """The step's statistics that travel with the gradients, summed over the ranks."""
+
+    loss_sum: float  # of the ranks' summed losses (their mean times their denominator)
+    denominator: float  # of the mean losses' denominators
+    correct: int  # correctly classified samples
+    stop: bool  # a stop (Ctrl-C) requested on any rank
+
+
+_STATS = len(StepTotals._fields)
 
 
 def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
@@ -117,10 +130,22 @@ class DataParallel:
             generator.rows = (lo, hi, n)
 
     def reduce_step(
-        self, params: Sequence[Parameter], loss_times_n: float, correct: int, stop: bool, step: int
-    ) -> tuple[float, int, bool]:
-        """Sum the ranks' gradients (already scaled by n_r / B) and the step's statistics in
-        one allreduce; returns the summed (loss * n, correct, stop requested on any rank)."""
+        self,
+        params: Sequence[Parameter],
+        loss_sum: float,
+        denominator: float,
+        correct: int,
+        stop: bool,
+        step: int,
+        *,
+        mean: bool = True,
+    ) -> StepTotals:
+        """Sum the ranks' gradients and the step's statistics in one allreduce.
+
+        The gradients are those of each rank's summed loss; with ``mean`` the sum is divided
+        by the summed ``denominator`` as it is copied back (by nothing if that is 0: nothing
+        was counted, every gradient is 0).
+        """
         for generator in self._generators:
             generator.rows = None
         total = sum(p.grad.size for p in params)
@@ -131,15 +156,22 @@ class DataParallel:
         for p in params:
             flat[offset : offset + p.grad.size] = p.grad.ravel()
             offset += p.grad.size
-        flat[offset:] = (loss_times_n, correct, float(stop))
+        flat[offset:] = (loss_sum, denominator, correct, float(stop))
         started = time.perf_counter()
         self.comm.allreduce(flat, "sum", f"the gradient allreduce of step {step + 1}")
         self.allreduce_seconds += time.perf_counter() - started
+        totals = StepTotals(
+            float(flat[offset]), float(flat[offset + 1]), round(float(flat[offset + 2])),
+            bool(flat[offset + 3]),
+        )  # fmt: skip
+        scale = 1.0 / totals.denominator if mean and totals.denominator else 1.0
         offset = 0
         for p in params:
-            p.grad[...] = flat[offset : offset + p.grad.size].reshape(p.grad.shape)
+            np.multiply(
+                flat[offset : offset + p.grad.size].reshape(p.grad.shape), scale, out=p.grad
+            )
             offset += p.grad.size
-        return float(flat[offset]), round(float(flat[offset + 1])), bool(flat[offset + 2])
+        return totals
 
     def share_generators(self, model: Module) -> None:
         """Rank 0's Dropout Generator states on every rank (after a step where some rank had

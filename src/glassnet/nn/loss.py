@@ -101,6 +101,15 @@ class CrossEntropyLoss:
             raise RuntimeError("CrossEntropyLoss.backward() called before forward()")
         return cross_entropy_backward_from_cache(self._cache, grad_output)
 
+    @property
+    def denominator(self) -> float:
+        """What the last forward's "mean" divided the summed loss by: the summed weight of the
+        counted targets (their number without ``weight``; N for probability targets).
+        Data-parallel training adds these over the processes (see :mod:`glassnet.train.loop`)."""
+        if self._cache is None:
+            raise RuntimeError("CrossEntropyLoss.denominator needs a forward() first")
+        return self._cache.denominator
+
     def __repr__(self) -> str:
         return (
             f"CrossEntropyLoss(reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
@@ -163,6 +172,7 @@ class LinearCrossEntropy(Module):
         self._grad_x: np.ndarray | None = None
         self._grad_w: np.ndarray | None = None
         self._grad_b: np.ndarray | None = None
+        self._last_denominator: float | None = None
         if np.dtype(dtype) == np.float32:  # its chunks' logits take their gradient in place
             expect_kernel(True, label_smoothing, weight is not None)
 
@@ -174,7 +184,7 @@ class LinearCrossEntropy(Module):
         target = np.asarray(target)
         if target.shape != x.shape[:1]:
             raise ValueError(f"target of shape {target.shape} must have shape ({len(x)},)")
-        denominator = self._denominator(target)
+        denominator = self._last_denominator = self._denominator(target)
         factor = 1.0
         if self.reduction == "mean":
             factor = 1.0 / denominator if denominator else 0.0
@@ -214,6 +224,13 @@ class LinearCrossEntropy(Module):
         if grad_b is not None:
             grad_b += grad_logits.sum(axis=0)
         return loss
+
+    @property
+    def denominator(self) -> float:
+        """What the last forward's "mean" divided the summed loss by, as CrossEntropyLoss's."""
+        if self._last_denominator is None:
+            raise RuntimeError("LinearCrossEntropy.denominator needs a forward() first")
+        return self._last_denominator
 
     def _denominator(self, target: np.ndarray) -> float:
         keep = target != self.options["ignore_index"]
@@ -298,6 +315,13 @@ class MSELoss:
             raise RuntimeError("MSELoss.backward() called before forward()")
         return mse_loss_backward(*self._saved, grad_output, self.reduction)
 
+    @property
+    def denominator(self) -> float:
+        """What the last forward's "mean" divided the summed loss by: the number of elements."""
+        if self._saved is None:
+            raise RuntimeError("MSELoss.denominator needs a forward() first")
+        return float(self._saved[0].size)
+
     def __repr__(self) -> str:
         return f"MSELoss(reduction={self.reduction!r})"
 
@@ -347,6 +371,15 @@ class NLLLoss:
         if self._cache is None:
             raise RuntimeError("NLLLoss.backward() called before forward()")
         return nll_loss_backward_from_cache(self._cache, grad_output)
+
+    @property
+    def denominator(self) -> float:
+        """What the last forward's "mean" divided the summed loss by: the summed weight of the
+        counted targets (their number without ``weight``).
+        Data-parallel training adds these over the processes (see :mod:`glassnet.train.loop`)."""
+        if self._cache is None:
+            raise RuntimeError("NLLLoss.denominator needs a forward() first")
+        return self._cache.denominator
 
     def __repr__(self) -> str:
         return f"NLLLoss(reduction={self.reduction!r}, ignore_index={self.ignore_index})"

@@ -184,45 +184,72 @@ class Trainer:
         """
         self.model.zero_grad()
         if self.parallel is not None and len(x) == 0:  # fewer samples than ranks: none here
-            loss, correct = self.reduce_gradients(0.0, 0 if y.dtype.kind in "iu" else None)
+            loss, correct = self.reduce_gradients(0.0, 0.0, 0 if y.dtype.kind in "iu" else None)
             self.optimizer.step()
             return loss, correct
         out = self.model(x)
         # counted before the loss, which may write its gradient into the logits (inplace)
         correct = _correct(out, y) if _is_classification(out, y) else None
         loss = float(self.loss_fn(out, y))
-        scale = self._loss_scale()
+        scale = self._slice_denominator()
         grad_out = self.loss_fn.backward() if scale == 1 else self.loss_fn.backward(scale)
         backward_of(self.model, grad_out, need_input_grad=False)
-        loss, correct = self.reduce_gradients(loss, correct)
+        loss, correct = self.reduce_gradients(loss, scale, correct)
         self.optimizer.step()
         return loss, correct
 
-    def _loss_scale(self) -> float:
-        """n_r / B for a mean loss: the slice's gradient becomes its share of the batch mean."""
-        lo, hi, n = self._rows
-        if self.parallel is None or getattr(self.loss_fn, "reduction", "mean") != "mean":
-            return 1.0
-        return (hi - lo) / n
+    def _mean_loss(self) -> bool:
+        return getattr(self.loss_fn, "reduction", "mean") == "mean"
 
-    def reduce_gradients(self, loss: float, correct: int | None) -> tuple[float, int | None]:
+    def _slice_denominator(self) -> float:
+        """Data-parallel with a mean loss: what this slice's mean divided its sum by (1
+        otherwise). The loss's ``denominator`` where it has one (the weight of the counted
+        targets, for ignore_index and class weights), else the slice's samples.
+
+        The step's gradient is then that of the slice's *sum* (``backward(denominator)``), and
+        the allreduce adds the sums and the denominators and divides: the mean over the global
+        batch, as one process computes it, however the ignored targets and the weights fall
+        over the ranks. (Scaling each rank's mean by n_r / B, as DDP's averaging does, is exact
+        only when every rank's denominator is in proportion to its samples.) In one process
+        there is nothing to add: 1, so that the step is bit for bit fit's without MPI.
+        """
+        if self.parallel is None or self.parallel.size == 1 or not self._mean_loss():
+            return 1.0
+        denominator = getattr(self.loss_fn, "denominator", None)
+        if denominator is None:
+            lo, hi, _ = self._rows
+            return float(hi - lo)
+        return float(denominator)
+
+    def reduce_gradients(
+        self, loss: float, denominator: float, correct: int | None
+    ) -> tuple[float, int | None]:
         """Between backward and the update: data-parallel, one allreduce sums the ranks'
-        gradients, losses, correct counts and Ctrl-C requests; returns the global batch's."""
+        gradients, loss sums, denominators, correct counts and Ctrl-C requests; returns the
+        global batch's loss and correct count (see :meth:`_slice_denominator`)."""
         if self.parallel is None:
             return loss, correct
-        lo, hi, n = self._rows
-        mean = getattr(self.loss_fn, "reduction", "mean") == "mean"
-        total, correct_sum, stop = self.parallel.reduce_step(
+        mean = self._mean_loss()
+        loss_sum = loss * denominator if mean else loss
+        totals = self.parallel.reduce_step(
             self.model.parameters(),
-            loss * (hi - lo) if hi > lo else 0.0,
+            loss_sum if denominator else 0.0,  # a slice with nothing counted adds nothing
+            denominator,
             correct or 0,
             self.interrupt.requested,
             self.step,
+            mean=mean,
         )
-        if n < self.parallel.size:  # a rank drew no Dropout mask: take rank 0's generators
+        if self._rows[2] < self.parallel.size:  # a rank drew no Dropout mask: rank 0's
             self.parallel.share_generators(self.model)
-        self.interrupt.raised = self.interrupt.raised or stop
-        return (total / n if mean else total), (None if correct is None else correct_sum)
+        self.interrupt.raised = self.interrupt.raised or totals.stop
+        correct = None if correct is None else totals.correct
+        if not mean:
+            return totals.loss_sum, correct
+        if totals.denominator == 0:  # nothing counted in the whole batch: as one process
+            zero = getattr(self.loss_fn, "all_ignored", "nan") == "zero"
+            return (0.0 if zero else math.nan), correct
+        return totals.loss_sum / totals.denominator, correct
 
     # --- the loop ---------------------------------------------------------------------------
 
