@@ -11,9 +11,10 @@ with ignore_index and class weights: the loss's ``denominator``). Each rank back
 gradient of S_r (``loss_fn.backward(D_r)``); one allreduce adds them with the D_r, and the sum
 is divided by sum(D_r): the gradient of the global mean, for uneven slices, last batches and
 targets ignored or weighted unevenly over the ranks. (PyTorch's DDP averages the ranks'
-means, which is this only when every D_r is in proportion to the slice.) Dropout draws its mask for the
-whole global batch from the shared Generator and uses its slice, so P processes take the same
-steps as one; the weights then agree within the round-off of the summation order.
+means, which is this only when every D_r is in proportion to the slice.) Dropout draws its
+mask for the whole global batch from the shared Generator and uses its slice, so P processes
+take the same steps as one; the weights then agree within the round-off of the summation
+order.
 """
 
 from __future__ import annotations
