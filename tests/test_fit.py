@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import glassnet
+from glassnet.checkpoint import load_checkpoint
 from glassnet.nn import (
     BatchNorm2d,
     Conv2d,
@@ -23,6 +24,7 @@ from glassnet.nn import (
 )
 from glassnet.optim import SGD
 from glassnet.train import History, evaluate, fit, predict
+from glassnet.train.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -249,3 +251,52 @@ def test_kill_9_then_resume_gives_bit_identical_weights(tmp_path, during_write):
 
 def test_fit_is_exported_at_the_top_level():
     assert glassnet.fit is fit and glassnet.evaluate is evaluate and glassnet.predict is predict
+
+
+class _EpochCounter(Callback):
+    """A callback with a state: the epochs it has seen, over resumed runs too."""
+
+    def __init__(self, state_key=None):
+        self.epochs_seen, self.state_key = 0, state_key
+
+    def on_epoch_end(self, epoch, logs):
+        self.epochs_seen += 1
+
+    def state_dict(self):
+        return {"epochs_seen": self.epochs_seen}
+
+    def load_state_dict(self, state):
+        self.epochs_seen = state["epochs_seen"]
+
+
+def _counted_run(out_dir, epochs, callbacks, resume=False):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 1, 2, 2)).astype(np.float32), rng.integers(0, 2, size=40)
+    model = Sequential(Flatten(), Linear(4, 2, rng=np.random.default_rng(1)))
+    fit(model, (x, y), epochs=epochs, batch_size=8, verbose=0, out_dir=out_dir, resume=resume,
+        callbacks=callbacks)  # fmt: skip
+
+
+def test_a_callbacks_state_finds_it_when_others_are_added_on_resume(tmp_path):
+    _counted_run(tmp_path, 2, [_EpochCounter()])
+    counter = _EpochCounter()
+    _counted_run(tmp_path, 3, [Callback(), counter], resume=True)
+    assert counter.epochs_seen == 3
+
+
+def test_two_callbacks_of_one_class_keep_their_states_by_state_key(tmp_path):
+    _counted_run(tmp_path, 2, [_EpochCounter("a"), _EpochCounter("b")])
+    a, b = _EpochCounter("a"), _EpochCounter("b")
+    b.epochs_seen = 10
+    _counted_run(tmp_path, 3, [b, a], resume=True)  # reordered: the keys, not the places, count
+    assert (a.epochs_seen, b.epochs_seen) == (3, 3)
+    _, metadata = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert set(metadata["run"]["callbacks"]) >= {"a", "b", "ModelCheckpoint"}
+
+
+def test_a_saved_state_no_callback_takes_is_a_warning_naming_it(tmp_path):
+    _counted_run(tmp_path, 1, [_EpochCounter(), _EpochCounter()])
+    counter = _EpochCounter()
+    with pytest.warns(UserWarning, match=r"saved state of '_EpochCounter#2': it starts afresh"):
+        _counted_run(tmp_path, 2, [counter], resume=True)
+    assert counter.epochs_seen == 2

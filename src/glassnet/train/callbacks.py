@@ -23,7 +23,10 @@ calls a callback whose ``main_process_only`` is True on rank 0 alone (the file w
 below, and every callback fit adds itself); the others run on every rank, so that they decide
 alike. A callback's ``state_dict()`` goes into resumable checkpoints; fit calls
 ``load_state_dict`` before ``on_train_begin`` when it resumes, and the counters then continue
-instead of starting afresh.
+instead of starting afresh. States are saved under each callback's ``state_key`` (its class
+name by default; "#2" for the second of a name), so a resumed run may add, drop or reorder
+callbacks; give two callbacks of one class distinct ``state_key`` values if their order may
+change.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Callback:
 
     trainer: Trainer
     main_process_only = False  # True: only rank 0 of a data-parallel run calls the hooks
+    state_key: str | None = None  # the name of state_dict() in checkpoints (None: the class's)
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import signal
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -389,7 +391,15 @@ class Trainer:
         }
 
     def _callback_keys(self) -> list[str]:
-        return [f"{i}.{type(callback).__name__}" for i, callback in enumerate(self.callbacks)]
+        """Each callback's name among a checkpoint's states: its ``state_key`` (by default its
+        class name), with "#2", "#3" for a second and third of one name. A state then finds its
+        callback when a resumed run adds, drops or reorders others (Lightning's state_key)."""
+        keys, seen = [], Counter()
+        for callback in self.callbacks:
+            name = str(getattr(callback, "state_key", None) or type(callback).__name__)
+            seen[name] += 1
+            keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        return keys
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything a resumed run needs to ``path``, atomically."""
@@ -472,10 +482,17 @@ class Trainer:
         for path, state in run["module_rngs"].items():
             if path in generators:
                 generators[path].bit_generator.state = state
-        saved = run["callbacks"]
-        for key, callback in zip(self._callback_keys(), self.callbacks, strict=True):
+        saved, keys = run["callbacks"], self._callback_keys()
+        for key, callback in zip(keys, self.callbacks, strict=True):
             if key in saved:
                 callback.load_state_dict(saved[key])
+        dropped = [repr(key) for key, state in saved.items() if state and key not in keys]
+        if dropped:
+            warnings.warn(
+                f"no callback of this run takes the saved state of {', '.join(dropped)}: "
+                "it starts afresh",
+                stacklevel=5,  # at fit(...) (via load_checkpoint, _start_or_resume)
+            )
         self.epoch, self.step = int(run["epoch"]), int(run["step"])
         self.batch_index, self.running = int(run["batch_index"]), dict(run["running"])
         self.history = list(run["history"])
