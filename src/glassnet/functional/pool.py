@@ -23,6 +23,7 @@ from glassnet.functional.conv import (
     Geometry,
     as_pair,
     channels_last,
+    conv2d,
     conv2d_backward,
     geometry,
     nchw_view,
@@ -159,6 +160,76 @@ def max_pool2d_backward(
         else:
             target += routed
     return _unpad(grad, x_shape, geo)
+
+
+# The fused convolution + pooling forward kernel is built per output-channel count (a
+# constant there, see kernels.pool._conv_max_pool_2x2): up to this many.
+FUSED_POOL_MAX_OUT_CHANNELS = 256
+
+
+def conv2d_max_pool2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: Size = 1,
+    padding: Size | str = 0,
+    pool_size: Size = 2,
+    pool_stride: Size | None = None,
+    pool_padding: Size = 0,
+    relu: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``max_pool2d(conv2d(x, weight, bias, stride, padding), pool_size, pool_stride,
+    pool_padding, relu)``: the pooling's (out, argmax) of a convolution's output.
+
+    Where :func:`conv_max_pool_fuses` says so (a first layer: few input channels, 2 x 2
+    windows) a kernel computes it without the convolution's output: each window's four
+    outputs are made in registers and only their maximum is stored, so the (N, C_out, H1, W1)
+    array, four times the pooled one, is never written or read. The numbers are the pair's up
+    to the rounding of the sums' order (the pair's product sums in BLAS's); elsewhere the pair
+    runs.
+    """
+    if not conv_max_pool_fuses(x, weight, bias, stride, padding, pool_size, pool_stride,
+                               pool_padding):  # fmt: skip
+        out = conv2d(x, weight, bias, stride, padding)
+        return max_pool2d(out, pool_size, pool_stride, pool_padding, relu)
+    c_out, _, kh, kw = weight.shape
+    conv_geo = geometry(x.shape, (kh, kw), stride, padding)
+    (sh, sw), pads, conv_out = conv_geo
+    _, ((psh, psw), _, (h_p, w_p)) = pool_geometry((1, 1, *conv_out), pool_size, pool_stride, 0)
+    xp = channels_last(pad_spatial(x, pads))
+    w = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(-1, c_out))  # (i, j, c) rows
+    b = np.zeros(c_out, x.dtype) if bias is None else bias
+    out = np.empty((x.shape[0], h_p, w_p, c_out), x.dtype)
+    argmax = np.empty(out.shape, np.int8)
+    pool_kernels.conv_max_pool_2x2(xp, w, b, kh, kw, sh, sw, psh, psw, relu, out, argmax)
+    return nchw_view(out), nchw_view(argmax)
+
+
+def conv_max_pool_fuses(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: Size = 1,
+    padding: Size | str = 0,
+    pool_size: Size = 2,
+    pool_stride: Size | None = None,
+    pool_padding: Size = 0,
+) -> bool:
+    """Whether :func:`conv2d_max_pool2d` runs its fused kernel for these arguments: kernels
+    on, one float dtype, few input channels (a first layer's, as the fused weight gradient),
+    at most FUSED_POOL_MAX_OUT_CHANNELS output channels, and a 2 x 2 pooling without padding."""
+    arrays = (x, weight) if bias is None else (x, weight, bias)
+    if not (
+        x.ndim == 4
+        and weight.ndim == 4
+        and x.shape[1] == weight.shape[1]
+        and weight.shape[0] <= FUSED_POOL_MAX_OUT_CHANNELS
+        and _fused_weight_grad_runs(x, *arrays)
+    ):
+        return False
+    conv_out = geometry(x.shape, weight.shape[2:], stride, padding).out
+    window, geo = pool_geometry((1, 1, *conv_out), pool_size, pool_stride, pool_padding)
+    return window == (2, 2) and not any(geo.pads)
 
 
 def conv2d_weight_grad_through_max_pool(

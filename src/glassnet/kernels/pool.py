@@ -178,6 +178,79 @@ def _conv_weight_grad_2x2(kh: int, kw: int, c_in: int):
     return kernel
 
 
+def conv_max_pool_2x2(x, w, bias, kh, kw, sh, sw, psh, psw, relu, out, argmax):
+    """A convolution followed by a 2 x 2 max pooling (and, with ``relu``, a ReLU), without
+    the convolution's output: each pooling window's four convolution outputs are computed in
+    registers, a vector of output channels at a time, and only their maximum is stored.
+
+    out and argmax are max_pool2d's (same rule: a running max in offset order, ties to the
+    first, NaN propagates; with ``relu`` argmax -1 where the output is not positive).
+    x (N, H, W, C_in): the convolution's input, padded so that window (yo, xo) reads rows
+    sh * psh * yo onwards, columns sw * psw * xo onwards, all inside. w (kH * kW * C_in, C_out),
+    rows in (i, j, c) order; bias (C_out,); out, argmax (N, H_p, W_p, C_out).
+    """
+    c_in, c_out = x.shape[3], out.shape[3]
+    kernel = _conv_max_pool_2x2(kh, kw, c_in, sh, sw, c_out)
+    patch = np.empty((x.shape[0], (sh + kh) * (sw + kw) * c_in), x.dtype)
+    parallel_for(kernel, x.shape[0], x, w, bias, psh, psw, bool(relu), patch, out, argmax,
+                 work=4 * out.size * w.shape[0])  # fmt: skip
+    return out, argmax
+
+
+@kernel_factory
+def _conv_max_pool_2x2(kh: int, kw: int, c_in: int, sh: int, sw: int, c_out: int):
+    """The kernel for one geometry and channel count, all constants: LLVM then unrolls the
+    taps and runs the loop over output channels in whole vectors (with C_out read at run
+    time it chose a vector body longer than 32 channels and ran them all in its scalar
+    remainder: 5x slower). The input under a window goes into ``patch`` first, so that the
+    channel loop reads it at constant offsets (reading x there cost 4x: index arithmetic)."""
+    kh, kw, c_in, sh, sw, c_out = map(int, (kh, kw, c_in, sh, sw, c_out))
+    rows, cols = sh + kh, sw + kw  # the input under a 2 x 2 window of convolution outputs
+
+    @njit(nogil=True, cache=True, fastmath={"contract"})
+    def kernel(x, w, bias, psh, psw, relu, patch, out, argmax, first, last):
+        """:func:`conv_max_pool_2x2` for images first..last-1."""
+        h_p, w_p = out.shape[1], out.shape[2]
+        for b in range(first, last):
+            for yo in range(h_p):
+                for xo in range(w_p):
+                    r0, c0 = sh * psh * yo, sw * psw * xo
+                    for i in range(rows):
+                        for j in range(cols):
+                            for ci in range(c_in):
+                                patch[b, (i * cols + j) * c_in + ci] = x[b, r0 + i, c0 + j, ci]
+                    for c in range(c_out):
+                        best = bias[c]
+                        arg = 0
+                        for offset in range(4):  # the window's pixels, in max_pool2d's order
+                            pi, pj = offset // 2, offset % 2
+                            v = bias[c]
+                            for i in range(kh):
+                                for j in range(kw):
+                                    for ci in range(c_in):
+                                        t = ((sh * pi + i) * cols + sw * pj + j) * c_in + ci
+                                        v += patch[b, t] * w[(i * kw + j) * c_in + ci, c]
+                            if offset == 0:
+                                best = v
+                            else:
+                                if v > best:
+                                    arg = offset
+                                if v > best or v != v:
+                                    best = v
+                        out[b, yo, xo, c] = best
+                        argmax[b, yo, xo, c] = arg
+                    if relu:  # as _max_pool2d's, on the channel vector still in cache
+                        for c in range(c_out):
+                            v = out[b, yo, xo, c]
+                            if not v > 0:
+                                argmax[b, yo, xo, c] = -1
+                            if v <= 0:
+                                out[b, yo, xo, c] = 0
+        return out
+
+    return kernel
+
+
 # What a training step runs after the forward kernel (see glassnet.kernels.first_run). (After
 # a first convolution it is the fused weight gradient instead, which the convolution asks
 # for: expect_conv_weight_grad_2x2.)

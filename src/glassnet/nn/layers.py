@@ -11,10 +11,19 @@ import math
 import numpy as np
 
 from glassnet.functional.activation import relu, relu_backward
-from glassnet.functional.conv import as_pair, conv2d, conv2d_backward, conv_padding, unfold
+from glassnet.functional.conv import (
+    as_pair,
+    conv2d,
+    conv2d_backward,
+    conv_padding,
+    geometry,
+    unfold,
+)
 from glassnet.functional.linear import add_matmul
 from glassnet.functional.pool import (
+    conv2d_max_pool2d,
     conv2d_weight_grad_through_max_pool,
+    conv_max_pool_fuses,
     expect_weight_grad_through_max_pool,
 )
 from glassnet.functional.softmax import softmax
@@ -105,6 +114,9 @@ class Conv2d(Module):
     # As a Sequential's first layer (no dL/dx wanted), with a MaxPool2d running next, the
     # weight gradient is taken from the pooling's output gradient: see backward_through.
     backward_fuses_with = (MaxPool2d,)
+    # With a MaxPool2d running next (and a ReLU after it), Sequential runs the three in one
+    # pass where a kernel does that (a first layer): see forward_pooled.
+    forward_fuses_with = (MaxPool2d,)
 
     def __init__(
         self,
@@ -135,10 +147,13 @@ class Conv2d(Module):
         self._x: np.ndarray | None = None
         self._cols: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             got = f"{x.shape[1]} channels, shape {x.shape}" if x.ndim == 4 else f"shape {x.shape}"
             raise ValueError(f"{self!r} expects input (N, {self.in_channels}, H, W), got {got}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(x)
         keep = is_grad_enabled()
         self._x = x if keep else None
         # In training the patches are kept for the weight gradient; in eval mode conv2d
@@ -149,6 +164,34 @@ class Conv2d(Module):
             expect_weight_grad_through_max_pool(x, self.weight.shape)  # a first run's compiling
         bias = None if self.bias is None else self.bias.data
         return conv2d(x, self.weight.data, bias, self.stride, self.padding, cols=self._cols)
+
+    def forward_pooled(
+        self, x: np.ndarray, pool: MaxPool2d, relu: ReLU | None = None
+    ) -> np.ndarray:
+        """``pool(self(x))``, or ``relu(pool(self(x)))``: what Sequential runs for this layer
+        and the max pooling after it (``forward_fuses_with``). Where
+        :func:`glassnet.functional.pool.conv_max_pool_fuses` holds (a first layer, 2 x 2
+        windows), one kernel makes the pooled output without this layer's own, and each layer
+        keeps what its backward needs as if it had run (this one its input: its patches, only
+        needed when the pooling's input gradient is, are rebuilt then). Elsewhere the layers
+        run one after the other."""
+        self._check_input(x)
+        bias = None if self.bias is None else self.bias.data
+        args = (self.stride, self.padding, *pool.window_arguments())
+        if not conv_max_pool_fuses(x, self.weight.data, bias, *args):
+            out = self(x)
+            return pool(out) if relu is None else pool.forward_with_relu(out, relu)
+        keep = is_grad_enabled()
+        self._x, self._cols = (x if keep else None), None
+        if keep and self.training:
+            expect_weight_grad_through_max_pool(x, self.weight.shape)  # a first run's compiling
+        out, argmax = conv2d_max_pool2d(x, self.weight.data, bias, *args, relu=relu is not None)
+        conv_out = geometry(x.shape, self.kernel_size, self.stride, self.padding).out
+        conv_shape = (len(x), self.out_channels, *conv_out)
+        pool.took(conv_shape, argmax, relu=relu is not None)
+        if relu is not None:
+            relu.applied(out)
+        return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         require_cache(self, self._x)

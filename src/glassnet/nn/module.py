@@ -517,6 +517,17 @@ def _fuses_backward(layers: list[Module]) -> bool:
     )
 
 
+def _fuses_forward(layer: Module, after: Module) -> bool:
+    """Whether ``layer`` runs the layer ``after`` it in its own forward pass (``after``'s
+    class is in ``layer``'s ``forward_fuses_with``: a Conv2d and its MaxPool2d, see
+    Conv2d.forward_pooled); not for watched layers, which a trace shows one by one."""
+    return (
+        type(after) in type(layer).__dict__.get("forward_fuses_with", ())
+        and not _replaced_on_instance(layer)
+        and not _replaced_on_instance(after)
+    )
+
+
 def _fuses_relu(layer: Module, after: Module) -> bool:
     """Whether ``layer`` applies the layer ``after`` it in its own pass (``after``'s class
     lists ``layer``'s in ``applied_by``: a ReLU after a max pooling, see
@@ -630,6 +641,13 @@ class Sequential(Module):
         layers = self._run_order()
         i = 0
         while i < len(layers):
+            if i + 1 < len(layers) and _fuses_forward(layers[i], layers[i + 1]):
+                pool = layers[i + 1]  # a convolution and its pooling (and the ReLU after it)
+                relu = layers[i + 2] if i + 2 < len(layers) else None
+                relu = relu if relu is not None and _fuses_relu(pool, relu) else None
+                x = layers[i].forward_pooled(x, pool, relu)
+                i += 2 if relu is None else 3
+                continue
             if i + 1 < len(layers) and _fuses_relu(layers[i], layers[i + 1]):
                 x = layers[i].forward_with_relu(x, layers[i + 1])
                 i += 2

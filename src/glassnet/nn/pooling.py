@@ -79,11 +79,21 @@ class MaxPool2d(_Pool2d):
     def _pool(self, x: np.ndarray, relu: bool) -> np.ndarray:
         self._check_input(x)
         out, argmax = max_pool2d(x, *self._window(), relu=relu)
+        self.took(x.shape, argmax, relu)
+        return out
+
+    def took(self, x_shape: tuple[int, ...], argmax: np.ndarray, relu: bool) -> None:
+        """Keep what backward needs from a forward pass over an input of ``x_shape`` that gave
+        ``argmax`` (this layer's own, or the layer before's that pooled for it: see
+        Conv2d.forward_pooled); ``relu``: whether the ReLU after it was applied too."""
         keep = is_grad_enabled()
-        self._x_shape = x.shape if keep else None
+        self._x_shape = tuple(x_shape) if keep else None
         self._argmax = argmax if keep else None
         self.relu_applied = relu
-        return out
+
+    def window_arguments(self) -> tuple[Size, Size, Size]:
+        """(kernel_size, stride, padding), as :func:`glassnet.functional.max_pool2d` takes them."""
+        return self._window()
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         require_cache(self, self._argmax)
