@@ -434,3 +434,40 @@ def test_a_request_for_anything_else_is_ignored(monkeypatch, request_line):
     )
     first_run._compile(request_line)  # no exception, nothing run
     assert all(name.startswith("glassnet.kernels.") for name in imported)
+
+
+_VARIANT_RUN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from glassnet.functional.conv import conv2d
+    from glassnet.functional.pool import conv2d_max_pool2d, max_pool2d
+    from glassnet.kernels import pool
+    for c_in, c_out in [tuple(map(int, s.split("x"))) for s in sys.argv[1:]]:
+        rng = np.random.default_rng(c_in)
+        x = rng.standard_normal((2, c_in, 9, 8)).astype(np.float32)
+        w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
+        got, _ = conv2d_max_pool2d(x, w)
+        want, _ = max_pool2d(conv2d(x, w), 2)
+        assert np.abs(got - want).max() < 1e-5
+        (result,) = pool._conv_max_pool_2x2(3, 3, c_in, 1, 1, c_out).overloads.values()
+        print(result.fndesc.mangled_name)
+""")
+
+
+def test_variants_compiled_in_different_processes_load_side_by_side(tmp_path):
+    """Each process numbers the functions it compiles from 1, and Numba's symbols carry the
+    number and the qualname: two variants of one kernel factory compiled by two processes
+    (a helper and the main process, two MPI ranks) had the same symbols, and one process
+    loading both from the cache could call into the wrong one. Named by their flags, they
+    differ."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GLASSNET_BACKGROUND_COMPILE": "0"}
+
+    def run(*variants):
+        out = subprocess.run([sys.executable, "-c", _VARIANT_RUN, *variants], env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    (first,), (second,) = run("1x16"), run("3x8")  # each compiled alone, in a new process
+    assert first != second
+    assert run("1x16", "3x8") == [first, second]  # both loaded from the cache, in one process

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from glassnet._environment import cache_bytes
-from glassnet.kernels.first_run import expect, kernel_factory
+from glassnet.kernels.first_run import expect, kernel_factory, variant
 from glassnet.kernels.intrinsics import (
     ROUNDING_MAGIC,
     SOURCE_DIGEST,
@@ -195,6 +195,7 @@ def _rows_kernel(want_grad: bool, inplace: bool, smoothing: bool, streaming: boo
     intrinsics = SOURCE_DIGEST  # a closure value: part of the cache key (see intrinsics)
 
     @njit(fastmath=FAST, nogil=True, cache=True)
+    @variant(want_grad, inplace, smoothing, streaming)
     def kernel(
         logits, labels, class_weight, weight, has_weight, eps, scale, ahead, out, loss,
         first, last,

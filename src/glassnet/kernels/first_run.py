@@ -93,6 +93,23 @@ def kernel_factory(factory: Callable[..., Any]) -> Callable[..., Any]:
     return make
 
 
+def variant(*flags: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a kernel factory's Python function, below its ``@njit``, to name it after the
+    factory's flags (``kernel_3_3_1``). Numba's symbols carry a function's qualname and a
+    counter of this process, so two variants of one closure compiled in different processes
+    could both be ``kernel`` number 1: loaded together from the disk cache, one's symbols
+    shadowed the other's and a call failed ("NRT_adapt_ndarray_to_python: 'descr' is NULL").
+    Named apart, each variant also has its own cache index and lock."""
+
+    def rename(function: Callable[..., Any]) -> Callable[..., Any]:
+        suffix = "_".join(str(int(flag)) for flag in flags)
+        function.__name__ = f"{function.__name__}_{suffix}"
+        function.__qualname__ = f"{function.__qualname__}_{suffix}"
+        return function
+
+    return rename
+
+
 def expect(kernel: Any, args: tuple) -> None:
     """Ask a first run's helper to compile ``kernel`` for ``args``' types now, ahead of the
     backward kernels, for a kernel no forward kernel names as its follower (the loss, a

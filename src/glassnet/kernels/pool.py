@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from glassnet.kernels.first_run import expect, follows, kernel_factory
+from glassnet.kernels.first_run import expect, follows, kernel_factory, variant
 from glassnet.kernels.threads import parallel_for
 
 
@@ -144,6 +144,7 @@ def _conv_weight_grad_2x2(kh: int, kw: int, c_in: int):
     k = kh * kw * c_in
 
     @njit(nogil=True, cache=True, fastmath={"contract"})
+    @variant(kh, kw, c_in)
     def kernel(grad_out, argmax, psh, psw, x, sh, sw, acc, first, last):
         """:func:`conv_weight_grad_2x2` for images first..last-1."""
         h_p, w_p, c_out = grad_out.shape[1:]
@@ -208,6 +209,7 @@ def _conv_max_pool_2x2(kh: int, kw: int, c_in: int, sh: int, sw: int, c_out: int
     rows, cols = sh + kh, sw + kw  # the input under a 2 x 2 window of convolution outputs
 
     @njit(nogil=True, cache=True, fastmath={"contract"})
+    @variant(kh, kw, c_in, sh, sw, c_out)
     def kernel(x, w, bias, psh, psw, relu, patch, out, argmax, first, last):
         """:func:`conv_max_pool_2x2` for images first..last-1."""
         h_p, w_p = out.shape[1], out.shape[2]
