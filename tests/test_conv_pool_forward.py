@@ -80,6 +80,7 @@ def test_the_fused_kernel_runs_only_where_it_was_measured_to_pay():
     assert not conv_max_pool_fuses(x, weight, bias, 1, 0, 3)  # 3 x 3 windows
     assert not conv_max_pool_fuses(x, weight, bias, 1, 0, 2, 2, 1)  # pooling's padding
     assert not conv_max_pool_fuses(x, weight, bias.astype(np.float64))  # mixed dtypes
+    assert not conv_max_pool_fuses(x, weight, bias[:-1])  # (the pair reports the bad bias)
     assert not conv_max_pool_fuses(x.astype(np.float16), weight.astype(np.float16))
     many_in, wide = _inputs(8, 8, 3, np.float32, rng), _inputs(1, 257, 3, np.float32, rng)
     assert FUSED_POOL_MAX_OUT_CHANNELS == 256

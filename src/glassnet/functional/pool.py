@@ -223,6 +223,7 @@ def conv_max_pool_fuses(
         x.ndim == 4
         and weight.ndim == 4
         and x.shape[1] == weight.shape[1]
+        and (bias is None or bias.shape == weight.shape[:1])
         and weight.shape[0] <= FUSED_POOL_MAX_OUT_CHANNELS
         and _fused_weight_grad_runs(x, *arrays)
     ):
