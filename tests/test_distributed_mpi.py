@@ -82,11 +82,13 @@ def test_p_processes_take_the_steps_of_one(tmp_path, case, processes):
             np.testing.assert_array_equal(many[key], value)
     for field in ("train_accuracy", "val_accuracy"):
         assert [h[field] for h in many_log["history"]] == [h[field] for h in one_log["history"]]
-    np.testing.assert_allclose(
-        [h["train_loss"] for h in many_log["history"]],
-        [h["train_loss"] for h in one_log["history"]],
-        rtol=1e-6,
-    )
+    for field in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(
+            [h[field] for h in many_log["history"]],
+            [h[field] for h in one_log["history"]],
+            rtol=1e-6,
+            err_msg=field,
+        )
 
 
 def test_per_process_batchnorm_trains_and_keeps_the_ranks_equal(tmp_path):

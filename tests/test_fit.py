@@ -22,6 +22,7 @@ from glassnet.nn import (
     ReLU,
     Sequential,
 )
+from glassnet.nn import loss as nn_loss
 from glassnet.optim import SGD
 from glassnet.train import History, evaluate, fit, predict
 from glassnet.train.callbacks import Callback
@@ -300,3 +301,23 @@ def test_a_saved_state_no_callback_takes_is_a_warning_naming_it(tmp_path):
     with pytest.warns(UserWarning, match=r"saved state of '_EpochCounter#2': it starts afresh"):
         _counted_run(tmp_path, 2, [counter], resume=True)
     assert counter.epochs_seen == 2
+
+
+def test_evaluate_leaves_ignored_targets_out_and_takes_the_whole_sets_mean():
+    """With PyTorch's ignore_index=-100 evaluate used to fail (an index into the confusion
+    matrix); with class weights its loss was the mean of the batches' means."""
+    from glassnet.functional import cross_entropy
+
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(50, 4)).astype(np.float32), rng.integers(0, 3, size=50)
+    y[rng.random(50) < 0.4] = -100
+    model = Sequential(Linear(4, 3, rng=np.random.default_rng(9)))
+    weight = np.array([1.0, 2.0, 0.5], np.float32)
+    loss_fn = nn_loss.CrossEntropyLoss(weight=weight)
+    result = evaluate(model, (x, y), loss_fn=loss_fn, batch_size=7)  # uneven batches
+    out = model(x)
+    assert result["loss"] == pytest.approx(float(cross_entropy(out, y, weight=weight)), rel=1e-5)
+    counted = y >= 0
+    accuracy = float((out.argmax(axis=1)[counted] == y[counted]).mean())
+    assert result["accuracy"] == pytest.approx(accuracy)
+    assert np.sum(result["confusion_matrix"]) == counted.sum()

@@ -36,7 +36,7 @@ import numpy as np
 
 from glassnet.checkpoint import CheckpointError, load_checkpoint, lock_directory, save_checkpoint
 from glassnet.data.dataset import Dataset, Subset, as_dataset, split_last
-from glassnet.functional import cross_entropy
+from glassnet.functional.cross_entropy import cross_entropy_forward
 from glassnet.model_file import model_metadata
 from glassnet.nn import CrossEntropyLoss, Module, no_grad
 from glassnet.nn.module import StateDictError, backward_of
@@ -109,23 +109,41 @@ def _correct(out: np.ndarray, target: np.ndarray) -> int:
     return int((out.argmax(axis=1) == target).sum())
 
 
-def _loss_sum(loss_fn: Any, out: np.ndarray, target: np.ndarray) -> float:
-    """The batch's loss times its size, without keeping a gradient where that can be avoided."""
+def _loss_parts(loss_fn: Any, out: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """The batch's summed loss and what a mean divides it by (the loss's ``denominator``: the
+    weight of its counted targets; else the batch's samples), without keeping a gradient
+    where that can be avoided. For "sum" and "none" reductions: the sum, and the samples."""
     if type(loss_fn) is CrossEntropyLoss:
-        value = cross_entropy(
+        value, cache = cross_entropy_forward(
             out,
             target,
             weight=loss_fn.weight,
             ignore_index=loss_fn.ignore_index,
-            reduction=loss_fn.reduction,
+            reduction="sum",
             label_smoothing=loss_fn.label_smoothing,
+            want_grad=False,
         )
-    else:
-        value = loss_fn(out, target)
-    value = np.asarray(value, dtype=np.float64)
-    return float(
-        value.sum() if getattr(loss_fn, "reduction", "mean") != "mean" else value * len(out)
-    )
+        mean = loss_fn.reduction == "mean"
+        return float(value), (cache.denominator if mean else float(len(out)))
+    value = np.asarray(loss_fn(out, target), dtype=np.float64)
+    if getattr(loss_fn, "reduction", "mean") != "mean":
+        return float(value.sum()), float(len(out))
+    denominator = float(loss_fn.denominator) if "denominator" in dir(loss_fn) else len(out)
+    return (float(value) * denominator if denominator else 0.0), float(denominator)
+
+
+def _mean_of(loss_fn: Any, loss_sum: float, denominator: float) -> float:
+    """loss_sum / denominator; nothing counted: NaN (PyTorch's mean) or 0 (all_ignored="zero")."""
+    if denominator:
+        return loss_sum / denominator
+    return 0.0 if getattr(loss_fn, "all_ignored", "nan") == "zero" else math.nan
+
+
+def _count_classes(confusion: np.ndarray, out: np.ndarray, target: np.ndarray) -> None:
+    """Add the batch to the confusion matrix (rows true classes, columns predicted); targets
+    outside [0, C) (ignore_index, PyTorch's -100 by default) are not counted."""
+    counted = (target >= 0) & (target < out.shape[1])
+    np.add.at(confusion, (target[counted], out.argmax(axis=1)[counted]), 1)
 
 
 class Trainer:
@@ -363,23 +381,22 @@ class Trainer:
 
     def _validate(self) -> dict[str, Any]:
         """evaluate() on the validation set; data-parallel, each rank takes a slice and one
-        allreduce sums the losses and confusion matrices."""
+        allreduce sums the loss sums, denominators and confusion matrices, so the result is
+        one process's."""
         n = len(self.val_set)
         if self.parallel is None or n < self.parallel.size:
             return evaluate(self.model, self.val_set, loss_fn=self.loss_fn)
         lo, hi = self.parallel.shard(n)
-        part = evaluate(self.model, Subset(self.val_set, np.arange(lo, hi)), loss_fn=self.loss_fn)
-        confusion = np.asarray(part.get("confusion_matrix", []), dtype=np.float64).ravel()
-        sums = np.concatenate(
-            [[part["loss"] * (hi - lo), float("confusion_matrix" in part)], confusion]
-        )
+        part = Subset(self.val_set, np.arange(lo, hi))
+        loss_sum, denominator, confusion = _evaluate_sums(self.model, part, self.loss_fn)
+        flat = np.zeros(0) if confusion is None else confusion.ravel().astype(np.float64)
+        sums = np.concatenate([[loss_sum, denominator, float(confusion is not None)], flat])
         self.parallel.allreduce(sums, "sum", f"the validation of epoch {self.epoch + 1}")
-        result: dict[str, Any] = {"loss": sums[0] / max(n, 1)}
-        if sums[1]:
-            result["accuracy"] = float(
-                np.trace(sums[2:].reshape(len(part["confusion_matrix"]), -1)) / n
-            )
-        return result
+        total = _evaluate_result(self.loss_fn, sums[0], sums[1], n)
+        if sums[2]:
+            classes = round(np.sqrt(len(flat)))
+            total |= _class_metrics(sums[3:].reshape(classes, classes).round().astype(np.int64))
+        return {"loss": total["loss"], "accuracy": total.get("accuracy")}
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -694,12 +711,28 @@ def evaluate(
     model: Module, data: Any, *, loss_fn: Any = None, batch_size: int = 1000
 ) -> dict[str, Any]:
     """Loss (and for classification accuracy, per-class accuracy, confusion matrix) in eval
-    mode under ``no_grad``; rows of the confusion matrix are true classes, columns predicted."""
+    mode under ``no_grad``; rows of the confusion matrix are true classes, columns predicted.
+
+    A mean loss is the whole set's: its summed loss over the summed denominators of the
+    batches (with class weights or ignore_index, not the mean of the batches' means); other
+    reductions give the summed loss per sample. Targets outside [0, C) (ignore_index) are
+    left out of the accuracies and the confusion matrix."""
     dataset = as_dataset(data, "data")
     loss_fn = CrossEntropyLoss() if loss_fn is None else loss_fn
+    loss_sum, denominator, confusion = _evaluate_sums(model, dataset, loss_fn, batch_size)
+    result = _evaluate_result(loss_fn, loss_sum, denominator, len(dataset))
+    if confusion is not None:
+        result |= _class_metrics(confusion)
+    return result
+
+
+def _evaluate_sums(
+    model: Module, dataset: Dataset, loss_fn: Any, batch_size: int = 1000
+) -> tuple[float, float, np.ndarray | None]:
+    """(summed loss, summed denominators, confusion matrix or None) over ``dataset``."""
     was_training = model.training
     model.eval()
-    total, confusion = 0.0, None
+    loss_sum, denominator, confusion = 0.0, 0.0, None
     try:
         with no_grad():
             for start in range(0, len(dataset), batch_size):
@@ -708,20 +741,28 @@ def evaluate(
                 if _is_classification(out, y):
                     if confusion is None:
                         confusion = np.zeros((out.shape[1], out.shape[1]), dtype=np.int64)
-                    np.add.at(confusion, (y, out.argmax(axis=1)), 1)
-                total += _loss_sum(loss_fn, out, y)
+                    _count_classes(confusion, out, y)
+                batch_sum, batch_denominator = _loss_parts(loss_fn, out, y)
+                loss_sum, denominator = loss_sum + batch_sum, denominator + batch_denominator
     finally:
         model.train(was_training)
-    n = max(len(dataset), 1)
-    result: dict[str, Any] = {"loss": total / n}
-    if confusion is not None:
-        per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-        result |= {
-            "accuracy": float(confusion.trace() / n),
-            "per_class_accuracy": per_class.tolist(),
-            "confusion_matrix": confusion.tolist(),
-        }
-    return result
+    return loss_sum, denominator, confusion
+
+
+def _evaluate_result(loss_fn: Any, loss_sum: float, denominator: float, n: int) -> dict:
+    if getattr(loss_fn, "reduction", "mean") == "mean":
+        return {"loss": _mean_of(loss_fn, loss_sum, denominator)}
+    return {"loss": loss_sum / max(n, 1)}
+
+
+def _class_metrics(confusion: np.ndarray) -> dict[str, Any]:
+    counted = max(int(confusion.sum()), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "accuracy": float(confusion.trace() / counted),
+        "per_class_accuracy": per_class.tolist(),
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 def predict(model: Module, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
