@@ -292,7 +292,7 @@ def test_two_callbacks_of_one_class_keep_their_states_by_state_key(tmp_path):
     _counted_run(tmp_path, 3, [b, a], resume=True)  # reordered: the keys, not the places, count
     assert (a.epochs_seen, b.epochs_seen) == (3, 3)
     _, metadata = load_checkpoint(tmp_path / "checkpoint.safetensors")
-    assert set(metadata["run"]["callbacks"]) >= {"a", "b", "ModelCheckpoint"}
+    assert set(metadata["run"]["callbacks"]) >= {"a", "b", "ModelCheckpoint[last]"}
 
 
 def test_a_saved_state_no_callback_takes_is_a_warning_naming_it(tmp_path):
@@ -321,3 +321,46 @@ def test_evaluate_leaves_ignored_targets_out_and_takes_the_whole_sets_mean():
     accuracy = float((out.argmax(axis=1)[counted] == y[counted]).mean())
     assert result["accuracy"] == pytest.approx(accuracy)
     assert np.sum(result["confusion_matrix"]) == counted.sum()
+
+
+def test_a_best_checkpoint_keeps_its_best_when_the_last_one_is_named_before_it(tmp_path):
+    """fit's own ModelCheckpoint(save="last") and a user's save="best" one are keyed by what
+    they save, not by their order, so the best value survives a resume that lists them the
+    other way round (it would otherwise restart, and a worse model could replace the best)."""
+    from glassnet.train.callbacks import ModelCheckpoint
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)).astype(np.float32), rng.integers(0, 2, size=40)
+
+    def run(epochs, callbacks, resume=False):
+        model = Sequential(Linear(4, 2, rng=np.random.default_rng(1)))
+        fit(model, (x, y), epochs=epochs, batch_size=8, verbose=0, val_fraction=0.25,
+            out_dir=tmp_path, resume=resume, callbacks=callbacks)  # fmt: skip
+
+    run(1, [ModelCheckpoint(tmp_path, save="best")])
+    _, metadata = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    states = metadata["run"]["callbacks"]
+    assert {"ModelCheckpoint[best:val_loss]", "ModelCheckpoint[last]"} <= set(states)
+
+    class Recording(ModelCheckpoint):
+        def load_state_dict(self, state):
+            self.loaded = state
+            super().load_state_dict(state)
+
+    best = Recording(tmp_path, save="best")
+    run(2, [ModelCheckpoint(tmp_path, save="last"), best], resume=True)
+    assert best.loaded == states["ModelCheckpoint[best:val_loss]"]
+    assert best.loaded["best"] is not None
+
+
+def test_a_checkpoint_keyed_by_position_still_resumes_its_callbacks(tmp_path):
+    _counted_run(tmp_path, 2, [_EpochCounter()])
+    path = tmp_path / "checkpoint.safetensors"
+    arrays, metadata = load_checkpoint(path)
+    metadata["run"]["callbacks"] = {"0._EpochCounter": {"epochs_seen": 2}}  # the older keys
+    from glassnet.checkpoint import save_checkpoint
+
+    save_checkpoint(path, arrays, metadata)
+    counter = _EpochCounter()
+    _counted_run(tmp_path, 3, [counter], resume=True)
+    assert counter.epochs_seen == 3

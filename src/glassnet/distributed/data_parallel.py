@@ -133,12 +133,12 @@ class DataParallel:
     def reduce_step(
         self,
         params: Sequence[Parameter],
+        *,
         loss_sum: float,
         denominator: float,
         correct: int,
         stop: bool,
         step: int,
-        *,
         mean: bool = True,
     ) -> StepTotals:
         """Sum the ranks' gradients and the step's statistics in one allreduce.

@@ -181,7 +181,7 @@ def conv2d_max_pool2d(
     """``max_pool2d(conv2d(x, weight, bias, stride, padding), pool_size, pool_stride,
     pool_padding, relu)``: the pooling's (out, argmax) of a convolution's output.
 
-    Where :func:`conv_max_pool_fuses` says so (a first layer: few input channels, 2 x 2
+    Where :func:`conv_max_pool_fuses` says so (few input channels, as a first layer has; 2 x 2
     windows) a kernel computes it without the convolution's output: each window's four
     outputs are made in registers and only their maximum is stored, so the (N, C_out, H1, W1)
     array, four times the pooled one, is never written or read. The numbers are the pair's up

@@ -79,12 +79,18 @@ def follows(forward: Any, *followers: _Follower) -> None:
 
 def kernel_factory(factory: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a function of booleans or small ints that builds a kernel specialised to them
-    (a closure): each set of values is built once, and its kernel carries a name the helper
-    resolves back to it (``factory/1/0/0``), which a closure's qualname alone does not."""
+    (a closure, its Python function decorated with :func:`variant` of the same values): each
+    set of values is built once, and its kernel carries a name the helper resolves back to it
+    (``factory/1/0/0``)."""
 
     @functools.cache
     def make(*flags: int) -> Any:
         kernel = factory(*flags)
+        suffix = "_".join(str(int(f)) for f in flags)
+        if not kernel.py_func.__qualname__.endswith(f"_{suffix}"):
+            raise TypeError(
+                f"{factory.__name__}'s kernel needs @variant({', '.join(map(str, flags))})"
+            )
         kernel.first_run_name = "/".join([factory.__name__, *(str(int(f)) for f in flags)])
         return kernel
 

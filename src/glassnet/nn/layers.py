@@ -115,7 +115,7 @@ class Conv2d(Module):
     # weight gradient is taken from the pooling's output gradient: see backward_through.
     backward_fuses_with = (MaxPool2d,)
     # With a MaxPool2d running next (and a ReLU after it), Sequential runs the three in one
-    # pass where a kernel does that (a first layer): see forward_pooled.
+    # pass where a kernel does that (few input channels, as a first layer has): see forward_pooled.
     forward_fuses_with = (MaxPool2d,)
 
     def __init__(
@@ -170,11 +170,11 @@ class Conv2d(Module):
     ) -> np.ndarray:
         """``pool(self(x))``, or ``relu(pool(self(x)))``: what Sequential runs for this layer
         and the max pooling after it (``forward_fuses_with``). Where
-        :func:`glassnet.functional.pool.conv_max_pool_fuses` holds (a first layer, 2 x 2
+        :func:`glassnet.functional.pool.conv_max_pool_fuses` holds (few input channels, 2 x 2
         windows), one kernel makes the pooled output without this layer's own, and each layer
-        keeps what its backward needs as if it had run (this one its input: its patches, only
-        needed when the pooling's input gradient is, are rebuilt then). Elsewhere the layers
-        run one after the other."""
+        keeps what its backward needs as if it had run (this one its input: its backward
+        rebuilds the patches where it needs them, i.e. unless it runs through the pooling as
+        a first layer). Elsewhere the layers run one after the other."""
         self._check_input(x)
         bias = None if self.bias is None else self.bias.data
         args = (self.stride, self.padding, *pool.window_arguments())

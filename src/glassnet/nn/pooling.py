@@ -41,10 +41,11 @@ class _Pool2d(Module):
         self.stride = self.kernel_size if stride is None else _plain(stride)
         self.padding = _plain(padding)
         # checked now as PyTorch checks them, on a stand-in input exactly one window big
-        pool_geometry((1, 1, *as_pair(self.kernel_size, "kernel_size")), *self._window())
+        pool_geometry((1, 1, *as_pair(self.kernel_size, "kernel_size")), *self.window_arguments())
         self._x_shape: tuple[int, ...] | None = None
 
-    def _window(self) -> tuple[Size, Size, Size]:
+    def window_arguments(self) -> tuple[Size, Size, Size]:
+        """(kernel_size, stride, padding), as the functional pooling takes them."""
         return self.kernel_size, self.stride, self.padding
 
     def _check_input(self, x: np.ndarray) -> None:
@@ -78,7 +79,7 @@ class MaxPool2d(_Pool2d):
 
     def _pool(self, x: np.ndarray, relu: bool) -> np.ndarray:
         self._check_input(x)
-        out, argmax = max_pool2d(x, *self._window(), relu=relu)
+        out, argmax = max_pool2d(x, *self.window_arguments(), relu=relu)
         self.took(x.shape, argmax, relu)
         return out
 
@@ -91,20 +92,16 @@ class MaxPool2d(_Pool2d):
         self._argmax = argmax if keep else None
         self.relu_applied = relu
 
-    def window_arguments(self) -> tuple[Size, Size, Size]:
-        """(kernel_size, stride, padding), as :func:`glassnet.functional.max_pool2d` takes them."""
-        return self._window()
-
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         require_cache(self, self._argmax)
         if not need_input_grad:
             return None
-        return max_pool2d_backward(grad_out, self._argmax, self._x_shape, *self._window())
+        return max_pool2d_backward(grad_out, self._argmax, self._x_shape, *self.window_arguments())
 
     def routing(self) -> tuple[np.ndarray, tuple[Size, Size, Size]]:
         """Where the last forward's gradient goes: (argmax, (kernel_size, stride, padding))."""
         require_cache(self, self._argmax)
-        return self._argmax, self._window()
+        return self._argmax, self.window_arguments()
 
 
 class AvgPool2d(_Pool2d):
@@ -126,13 +123,15 @@ class AvgPool2d(_Pool2d):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)
         self._x_shape = x.shape if is_grad_enabled() else None
-        return avg_pool2d(x, *self._window(), self.count_include_pad)
+        return avg_pool2d(x, *self.window_arguments(), self.count_include_pad)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         require_cache(self, self._x_shape)
         if not need_input_grad:
             return None
-        return avg_pool2d_backward(grad_out, self._x_shape, *self._window(), self.count_include_pad)
+        return avg_pool2d_backward(
+            grad_out, self._x_shape, *self.window_arguments(), self.count_include_pad
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, count_include_pad={self.count_include_pad}"

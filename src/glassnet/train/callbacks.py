@@ -24,9 +24,9 @@ below, and every callback fit adds itself); the others run on every rank, so tha
 alike. A callback's ``state_dict()`` goes into resumable checkpoints; fit calls
 ``load_state_dict`` before ``on_train_begin`` when it resumes, and the counters then continue
 instead of starting afresh. States are saved under each callback's ``state_key`` (its class
-name by default; "#2" for the second of a name), so a resumed run may add, drop or reorder
-callbacks; give two callbacks of one class distinct ``state_key`` values if their order may
-change.
+name by default; "#2" for the second of a name; the monitoring callbacks name their monitor,
+and ModelCheckpoint what it saves), so a resumed run may add, drop or reorder callbacks; give
+two callbacks of one class distinct ``state_key`` values if their order may change.
 """
 
 from __future__ import annotations
@@ -201,6 +201,7 @@ class EarlyStopping(_RunCounters):
         start_from_epoch: int = 0,
     ) -> None:
         self.monitor = _Monitor(monitor, mode, min_delta)
+        self.state_key = f"EarlyStopping[{self.monitor.name}]"  # its state in checkpoints
         self.patience = _count("patience", patience)
         self.start_from_epoch = _count("start_from_epoch", start_from_epoch)
         self.restore_best_weights = bool(restore_best_weights)
@@ -313,6 +314,7 @@ class ReduceLROnPlateau(_RunCounters):
         min_lr: float = 0.0,
     ) -> None:
         self.monitor = _Monitor(monitor, mode, min_delta)
+        self.state_key = f"ReduceLROnPlateau[{self.monitor.name}]"
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
             raise ValueError(f"factor={factor!r} must be a number in (0, 1)")
         self.factor = float(factor)
@@ -390,6 +392,9 @@ class ModelCheckpoint(_RunCounters):
         self.directory = Path(directory)
         self.save = _choice("save", save, ("last", "best"))
         self.monitor = _Monitor(monitor, mode)
+        # its state in checkpoints: fit's own "last" checkpoint and a user's "best" one apart
+        watched = f":{self.monitor.name}" if self.save == "best" else ""
+        self.state_key = f"ModelCheckpoint[{self.save}{watched}]"
         self.input_shape, self.classes = input_shape, classes
         self.reset()
 

@@ -235,11 +235,10 @@ class Trainer:
         """
         if self.parallel is None or self.parallel.size == 1 or not self._mean_loss():
             return 1.0
-        denominator = getattr(self.loss_fn, "denominator", None)
-        if denominator is None:
+        if "denominator" not in dir(self.loss_fn):  # (dir: a property's error is not hidden)
             lo, hi, _ = self._rows
             return float(hi - lo)
-        return float(denominator)
+        return float(self.loss_fn.denominator)
 
     def reduce_gradients(
         self, loss: float, denominator: float, correct: int | None
@@ -253,11 +252,11 @@ class Trainer:
         loss_sum = loss * denominator if mean else loss
         totals = self.parallel.reduce_step(
             self.model.parameters(),
-            loss_sum if denominator else 0.0,  # a slice with nothing counted adds nothing
-            denominator,
-            correct or 0,
-            self.interrupt.requested,
-            self.step,
+            loss_sum=loss_sum if denominator else 0.0,  # a slice counting nothing adds nothing
+            denominator=denominator,
+            correct=correct or 0,
+            stop=self.interrupt.requested,
+            step=self.step,
             mean=mean,
         )
         if self._rows[2] < self.parallel.size:  # a rank drew no Dropout mask: rank 0's
@@ -499,11 +498,14 @@ class Trainer:
         for path, state in run["module_rngs"].items():
             if path in generators:
                 generators[path].bit_generator.state = state
-        saved, keys = run["callbacks"], self._callback_keys()
-        for key, callback in zip(keys, self.callbacks, strict=True):
+        saved, keys, taken = run["callbacks"], self._callback_keys(), set()
+        for i, (key, callback) in enumerate(zip(keys, self.callbacks, strict=True)):
+            legacy = f"{i}.{type(callback).__name__}"  # checkpoints keyed by position
+            key = key if key in saved or legacy not in saved else legacy
             if key in saved:
                 callback.load_state_dict(saved[key])
-        dropped = [repr(key) for key, state in saved.items() if state and key not in keys]
+                taken.add(key)
+        dropped = [repr(key) for key, state in saved.items() if state and key not in taken]
         if dropped:
             warnings.warn(
                 f"no callback of this run takes the saved state of {', '.join(dropped)}: "
