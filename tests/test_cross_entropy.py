@@ -452,21 +452,42 @@ GRADIENT_LAYOUTS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("classes", [1, 17, 64, 200, 1000])
+def _use_kernel(monkeypatch, which):
+    """Make cross_entropy_rows take the short-row or the long-row kernel whatever the row
+    size; returns the flags each call of the long-row factory was given."""
+    from glassnet.kernels import cross_entropy as ce_kernels
+
+    monkeypatch.setattr(ce_kernels, "_LONG_ROW_BYTES", 0 if which == "long" else 1 << 62)
+    calls = []
+    factory = ce_kernels._long_rows_kernel
+    monkeypatch.setattr(
+        ce_kernels, "_long_rows_kernel", lambda *flags: calls.append(flags) or factory(*flags)
+    )
+    return calls
+
+
+# around the short-row kernel's 64-class blocks, and the long-row kernel's 2048-class chunks
+CLASS_COUNTS = {"short": [1, 17, 64, 200, 1000], "long": [1, 17, 200, 2048, 2049, 4160, 6200]}
+
+
+@pytest.mark.parametrize(
+    "kernel,classes", [(k, c) for k, counts in CLASS_COUNTS.items() for c in counts]
+)
 @pytest.mark.parametrize("layout", GRADIENT_LAYOUTS)
 def test_kernel_rows_over_class_counts_and_gradient_layouts(
-    monkeypatch, two_threads, classes, layout
+    monkeypatch, two_threads, kernel, classes, layout
 ):
-    """Every way the kernel stores its gradient, around its 64-class blocks and 16-float
-    streaming stores: into ``out``, streamed past the caches (to a destination aligned to 64
-    bytes, to one that is not, and to one not even aligned to a float), into the logits, or
-    not at all."""
+    """Every way each row kernel stores its gradient, around its blocks (and chunks) and
+    16-float streaming stores: into ``out``, streamed past the caches (to a destination
+    aligned to 64 bytes, to one that is not, and to one not even aligned to a float), into
+    the logits, or not at all."""
     if not kernels.enabled():
         pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
     from glassnet.kernels import cross_entropy as ce_kernels
 
     monkeypatch.setattr(ce_kernels, "_STREAMING_BYTES", 0 if "streamed" in layout else 1 << 62)
     monkeypatch.setattr(ce_kernels, "_AHEAD", 96)  # prefetch a block and a half ahead
+    long_calls = _use_kernel(monkeypatch, kernel)
     rng = np.random.default_rng(classes)
     rows = 70  # two threads at 1000 classes
     logits = (4 * rng.standard_normal((rows, classes))).astype(np.float32)
@@ -474,6 +495,12 @@ def test_kernel_rows_over_class_counts_and_gradient_layouts(
     labels[[0, 3, 35, rows - 1]] = -1  # ignored rows: first, inside, at a thread's start, last
     logits[5, classes // 2] = -np.inf if classes > 1 else logits[5, 0]  # a masked class
     labels[5] = (classes // 2 + 1) % classes
+    # the max in the last chunk, far above the first chunks' (their factors underflow), and
+    # a first chunk all masked (its running max stands in at 0)
+    logits[7, -1] = 60
+    if classes > 2200:
+        logits[9, :2100] = -np.inf
+        labels[9] = classes - 1
     scale = rng.uniform(0.5, 2.0, rows).astype(np.float32)
     expected_loss, expected_grad = _rows_reference(logits, labels, scale)
     ones = np.ones(rows, np.float32)
@@ -497,6 +524,30 @@ def test_kernel_rows_over_class_counts_and_gradient_layouts(
     if layout != "none":
         np.testing.assert_allclose(out, expected_grad, rtol=2e-5, atol=2e-7)
         assert out[5, classes // 2] == 0 or classes == 1
+    assert bool(long_calls) == (kernel == "long")
+
+
+@pytest.mark.parametrize("kernel", ["short", "long"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_in_a_later_chunk_makes_the_loss_nan(monkeypatch, kernel, value):
+    """A NaN or +inf logit anywhere in a long row (here in its second chunk) gives a NaN loss
+    and gradient row, as in PyTorch, and leaves the other rows alone."""
+    if not kernels.enabled():
+        pytest.skip("the Numba kernels are off (numba missing or GLASSNET_KERNELS=0)")
+    long_calls = _use_kernel(monkeypatch, kernel)
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((3, 5000)).astype(np.float32)
+    logits[1, 3000] = value
+    target = np.array([1, 2, 3])
+    loss = cross_entropy(logits, target, reduction="none")
+    grad = cross_entropy_backward(logits, target, np.ones(3, np.float32), reduction="none")
+    assert np.isnan(loss[1]) and np.isnan(grad[1]).any()
+    clean = np.delete(logits, 1, axis=0)
+    np.testing.assert_allclose(
+        loss[[0, 2]], cross_entropy(clean, target[[0, 2]], reduction="none"), rtol=1e-6
+    )
+    assert np.isfinite(grad[[0, 2]]).all()
+    assert bool(long_calls) == (kernel == "long")
 
 
 def test_inplace_backward_writes_into_the_logits():
