@@ -323,6 +323,29 @@ def test_evaluate_leaves_ignored_targets_out_and_takes_the_whole_sets_mean():
     assert np.sum(result["confusion_matrix"]) == counted.sum()
 
 
+def test_training_accuracy_leaves_ignored_targets_out_like_evaluate():
+    """A target of -100 (ignore_index) is neither a hit nor a miss in train_accuracy (it used
+    to count as a miss). With lr = 0 the model stays as it was, so the epoch's accuracy is
+    that of the first model on the counted targets, the number evaluate gives."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(60, 4)).astype(np.float32), rng.integers(0, 3, size=60)
+    y[rng.random(60) < 0.4] = -100
+    model = Sequential(Linear(4, 3, rng=np.random.default_rng(9)))
+    seen = []
+
+    class Accuracies(Callback):
+        def on_train_batch_end(self, batch, logs):
+            seen.append(logs["accuracy_mean"])
+
+    history = fit(model, (x, y), epochs=1, batch_size=7, verbose=0,
+                  optimizer=SGD(model.parameters(), lr=0.0), callbacks=[Accuracies()])  # fmt: skip
+    counted = y >= 0
+    expected = float((model(x).argmax(axis=1)[counted] == y[counted]).mean())
+    assert history["train_accuracy"][0] == pytest.approx(expected)
+    assert seen[-1] == pytest.approx(expected)
+    assert evaluate(model, (x, y))["accuracy"] == pytest.approx(expected)
+
+
 def test_a_best_checkpoint_keeps_its_best_when_the_last_one_is_named_before_it(tmp_path):
     """fit's own ModelCheckpoint(save="last") and a user's save="best" one are keyed by what
     they save, not by their order, so the best value survives a resume that lists them the

@@ -39,6 +39,7 @@ class StepTotals(NamedTuple):
     loss_sum: float  # of the ranks' summed losses (their mean times their denominator)
     denominator: float  # of the mean losses' denominators
     correct: int  # correctly classified samples
+    classified: int  # samples whose target names a class (not an ignore_index)
     stop: bool  # a stop (Ctrl-C) requested on any rank
 
 
@@ -137,6 +138,7 @@ class DataParallel:
         loss_sum: float,
         denominator: float,
         correct: int,
+        classified: int,
         stop: bool,
         step: int,
         mean: bool = True,
@@ -157,13 +159,13 @@ class DataParallel:
         for p in params:
             flat[offset : offset + p.grad.size] = p.grad.ravel()
             offset += p.grad.size
-        flat[offset:] = (loss_sum, denominator, correct, float(stop))
+        flat[offset:] = (loss_sum, denominator, correct, classified, float(stop))
         started = time.perf_counter()
         self.comm.allreduce(flat, "sum", f"the gradient allreduce of step {step + 1}")
         self.allreduce_seconds += time.perf_counter() - started
         totals = StepTotals(
             float(flat[offset]), float(flat[offset + 1]), round(float(flat[offset + 2])),
-            bool(flat[offset + 3]),
+            round(float(flat[offset + 3])), bool(flat[offset + 4]),
         )  # fmt: skip
         scale = 1.0 / totals.denominator if mean and totals.denominator else 1.0
         offset = 0

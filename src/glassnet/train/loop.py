@@ -105,8 +105,11 @@ def _is_classification(out: np.ndarray, target: np.ndarray) -> bool:
     return target.dtype.kind in "iu" and out.ndim >= 2 and out.shape[0] == target.shape[0]
 
 
-def _correct(out: np.ndarray, target: np.ndarray) -> int:
-    return int((out.argmax(axis=1) == target).sum())
+def _classified(out: np.ndarray, target: np.ndarray) -> tuple[int, int]:
+    """(correct, counted) over the targets that name a class: one outside [0, C) (an
+    ``ignore_index`` such as PyTorch's -100) is neither a hit nor a miss, as in evaluate."""
+    counted = (target >= 0) & (target < out.shape[1])
+    return int(((out.argmax(axis=1) == target) & counted).sum()), int(counted.sum())
 
 
 def _loss_parts(loss_fn: Any, out: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -197,26 +200,28 @@ class Trainer:
 
     # --- the step --------------------------------------------------------------------------
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int | None]:
-        """Forward, loss, backward, gradient reduction, update: ``(loss, correct or None)``.
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, tuple[int, int] | None]:
+        """Forward, loss, backward, gradient reduction, update: ``(loss, hits)``, where
+        ``hits`` is (correct, counted) for classification (targets outside [0, C) are not
+        counted) and None otherwise.
 
         Data-parallel: ``x, y`` are this rank's slice; the result is the global batch's.
         """
         self.model.zero_grad()
         if self.parallel is not None and len(x) == 0:  # fewer samples than ranks: none here
-            loss, correct = self.reduce_gradients(0.0, 0.0, 0 if y.dtype.kind in "iu" else None)
+            loss, hits = self.reduce_gradients(0.0, 0.0, (0, 0) if y.dtype.kind in "iu" else None)
             self.optimizer.step()
-            return loss, correct
+            return loss, hits
         out = self.model(x)
         # counted before the loss, which may write its gradient into the logits (inplace)
-        correct = _correct(out, y) if _is_classification(out, y) else None
+        hits = _classified(out, y) if _is_classification(out, y) else None
         loss = float(self.loss_fn(out, y))
         scale = self._slice_denominator()
         grad_out = self.loss_fn.backward() if scale == 1 else self.loss_fn.backward(scale)
         backward_of(self.model, grad_out, need_input_grad=False)
-        loss, correct = self.reduce_gradients(loss, scale, correct)
+        loss, hits = self.reduce_gradients(loss, scale, hits)
         self.optimizer.step()
-        return loss, correct
+        return loss, hits
 
     def _mean_loss(self) -> bool:
         return getattr(self.loss_fn, "reduction", "mean") == "mean"
@@ -241,20 +246,21 @@ class Trainer:
         return float(self.loss_fn.denominator)
 
     def reduce_gradients(
-        self, loss: float, denominator: float, correct: int | None
-    ) -> tuple[float, int | None]:
+        self, loss: float, denominator: float, hits: tuple[int, int] | None
+    ) -> tuple[float, tuple[int, int] | None]:
         """Between backward and the update: data-parallel, one allreduce sums the ranks'
-        gradients, loss sums, denominators, correct counts and Ctrl-C requests; returns the
-        global batch's loss and correct count (see :meth:`_slice_denominator`)."""
+        gradients, loss sums, denominators, (correct, counted) and Ctrl-C requests; returns
+        the global batch's loss and (correct, counted) (see :meth:`_slice_denominator`)."""
         if self.parallel is None:
-            return loss, correct
+            return loss, hits
         mean = self._mean_loss()
         loss_sum = loss * denominator if mean else loss
         totals = self.parallel.reduce_step(
             self.model.parameters(),
             loss_sum=loss_sum if denominator else 0.0,  # a slice counting nothing adds nothing
             denominator=denominator,
-            correct=correct or 0,
+            correct=hits[0] if hits else 0,
+            classified=hits[1] if hits else 0,
             stop=self.interrupt.requested,
             step=self.step,
             mean=mean,
@@ -262,13 +268,13 @@ class Trainer:
         if self._rows[2] < self.parallel.size:  # a rank drew no Dropout mask: rank 0's
             self.parallel.share_generators(self.model)
         self.interrupt.raised = self.interrupt.raised or totals.stop
-        correct = None if correct is None else totals.correct
+        hits = None if hits is None else (totals.correct, totals.classified)
         if not mean:
-            return totals.loss_sum, correct
+            return totals.loss_sum, hits
         if totals.denominator == 0:  # nothing counted in the whole batch: as one process
             zero = getattr(self.loss_fn, "all_ignored", "nan") == "zero"
-            return (0.0 if zero else math.nan), correct
-        return totals.loss_sum / totals.denominator, correct
+            return (0.0 if zero else math.nan), hits
+        return totals.loss_sum / totals.denominator, hits
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -341,15 +347,15 @@ class Trainer:
         if self.parallel is not None:
             self.parallel.set_rows(lo, hi, n)
         self._call("on_train_batch_begin", self.batch_index, {})
-        loss, correct = self.train_step(x, y)
+        loss, hits = self.train_step(x, y)
         self.step += 1
         self.batch_index += 1
         running = self.running
         running["loss_sum"] += loss * n
         running["seen"] += n
-        if correct is not None:
-            running["correct"] += correct
-            running["classified"] += n
+        if hits is not None:
+            running["correct"] += hits[0]
+            running["classified"] += hits[1]
         self._call("on_train_batch_end", self.batch_index - 1, self._batch_logs(loss, n))
 
     def _batch_logs(self, loss: float, size: int) -> dict[str, Any]:
