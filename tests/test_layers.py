@@ -101,6 +101,23 @@ def test_inference_in_batch_slices_equals_one_product(path):
     np.testing.assert_allclose(one_image_at_a_time, whole, rtol=1e-6, atol=1e-6)
 
 
+def test_inference_pieces_are_sized_by_the_threads_l2(monkeypatch):
+    """Without a size, conv2d's pieces are twice the L2 caches its threads use."""
+    from glassnet import kernels
+    from glassnet.functional import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "cache_bytes", lambda level: {2: 1 << 20}[level])
+    before = kernels.get_num_threads()
+    try:
+        sizes = []
+        for threads in (1, 3):
+            kernels.set_num_threads(threads)
+            sizes.append(conv_module.patch_piece_bytes())
+    finally:
+        kernels.set_num_threads(before)
+    assert sizes == [2 << 20, 6 << 20]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_col2im_is_the_adjoint_of_im2col(path, dtype):
     # <im2col(x), c> = <x, col2im(c)> for all x, c: the defining property of the adjoint.
