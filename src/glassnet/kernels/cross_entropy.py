@@ -455,6 +455,8 @@ def expect_training_kernel(inplace: bool, smoothing: bool, weighted: bool) -> No
 
 def cross_entropy_rows(logits, labels, class_weight, weight, eps, scale, out=None):
     """The kernel on ranges of rows, one per thread; returns the per-row loss (float32).
+    Rows of _LONG_ROW_BYTES or more without label smoothing take the long-row kernel, the
+    others the short-row one (label smoothing's sums need the row's max before its exps).
 
     ``out``, a writeable C-contiguous (M, C) float32 array, receives dL/dz * scale when given;
     it may be ``logits`` itself (in place). Logits the kernel does not take as they are
